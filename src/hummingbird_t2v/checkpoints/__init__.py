@@ -1,0 +1,1 @@
+"""Checkpoint file formats, safe unpickling, key converters, hub resolution."""

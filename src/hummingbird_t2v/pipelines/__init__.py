@@ -1,0 +1,1 @@
+"""Text -> latents -> frames pipelines and video export."""

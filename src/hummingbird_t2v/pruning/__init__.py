@@ -1,0 +1,1 @@
+"""Teacher -> student block maps, layouts and block-importance analysis."""

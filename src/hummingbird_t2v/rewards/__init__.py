@@ -1,0 +1,1 @@
+"""Image-text and video-text reward models behind one small interface."""

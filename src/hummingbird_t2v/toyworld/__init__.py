@@ -1,0 +1,1 @@
+"""A procedural text-video world small enough to run the whole recipe on a CPU."""
