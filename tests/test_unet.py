@@ -1,0 +1,256 @@
+"""UNet3D structure (official state-dict manifests, parameter counts), config handling and forward behaviour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hummingbird_t2v.errors import ConfigError
+from hummingbird_t2v.models.unet import UNet3D, count_parameters
+from hummingbird_t2v.models.unet_config import UNET_PRESETS, UNetConfig, get_unet_preset
+
+FULL_SIZE = {
+    # preset: (manifest made from the official classes, official parameter count)
+    "vc2": ("keys_vc2_unet.tsv", 1_413_284_420),
+    "hb-0.9b": ("keys_hb09_unet.tsv", 945_209_220),
+    "hb-0.7b": ("keys_hb07_unet.tsv", 772_091_780),
+}
+# Parameter counts of the official tiny golden models (reference README).
+TINY_COUNTS = {"tiny-vc2": 4_061_284, "tiny-hb-0.9b": 2_742_180, "tiny-hb-0.7b": 2_298_788}
+
+
+def _read_manifest(path: Path) -> list[tuple[str, tuple[int, ...]]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        name, shape, _dtype = line.split("\t")
+        rows.append((name, tuple(int(s) for s in shape.split(",")) if shape else ()))
+    return rows
+
+
+@pytest.mark.parametrize("preset", sorted(FULL_SIZE))
+def test_full_size_state_dict_matches_official_manifest(preset, reference_dir):
+    manifest_file, n_params = FULL_SIZE[preset]
+    manifest = _read_manifest(reference_dir / manifest_file)
+    with torch.device("meta"):
+        model = UNet3D(get_unet_preset(preset))
+    assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == manifest
+    assert count_parameters(model) == n_params
+
+    with torch.device("meta"):
+        official_like = {name: torch.empty(shape) for name, shape in manifest}
+    result = model.load_state_dict(official_like, strict=True, assign=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+@pytest.mark.parametrize("preset", sorted(TINY_COUNTS))
+def test_tiny_presets_have_the_official_tiny_parameter_counts(preset):
+    with torch.device("meta"):
+        assert count_parameters(UNet3D(get_unet_preset(preset))) == TINY_COUNTS[preset]
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize("preset", sorted(UNET_PRESETS))
+def test_config_round_trips_through_json(preset):
+    config = get_unet_preset(preset)
+    restored = UNetConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config
+
+
+def test_from_dict_names_unknown_keys():
+    d = UNetConfig().to_dict() | {"bogus": 1, "use_fp17": True}
+    with pytest.raises(ConfigError, match="bogus.*use_fp17"):
+        UNetConfig.from_dict(d)
+
+
+def test_unknown_preset_lists_the_valid_names():
+    with pytest.raises(ConfigError) as info:
+        get_unet_preset("hb-0.5b")
+    for name in ("vc2", "hb-0.9b", "hb-0.7b", "tiny-vc2"):
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"model_channels": 40}, "divisible by 32"),
+        ({"num_head_channels": 64, "model_channels": 32}, "num_head_channels"),
+        ({"channel_mult": ()}, "channel_mult"),
+        ({"channel_mult": "abc"}, "channel_mult"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"time_cond_proj_dim": 0}, "time_cond_proj_dim"),
+    ],
+)
+def test_invalid_configs_raise_config_error(change, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        UNetConfig(**change)
+
+
+def test_students_differ_from_teacher_only_where_the_spec_says():
+    teacher, hb09, hb07 = (get_unet_preset(n) for n in ("vc2", "hb-0.9b", "hb-0.7b"))
+    assert (teacher.num_res_blocks, teacher.time_cond_proj_dim, teacher.use_middle_block) == (2, None, True)
+    assert hb09 == teacher.replace(num_res_blocks=1, time_cond_proj_dim=256)
+    assert hb07 == hb09.replace(use_middle_block=False)
+
+
+# ------------------------------------------------------------------------------------------------ forward
+
+
+def _randomised(preset: str, seed: int = 0) -> UNet3D:
+    """Tiny model with every weight non-zero (the zero-initialised output layers would hide bugs)."""
+    torch.manual_seed(seed)
+    model = UNet3D(get_unet_preset(preset)).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def _inputs(batch: int = 2, frames: int = 3, seed: int = 1, guidance: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 4, frames, 8, 16, generator=g)
+    context = torch.randn(batch, 5, 32, generator=g)
+    timesteps = torch.tensor([999, 250][:batch])
+    kwargs = {"timestep_cond": torch.randn(batch, 256, generator=g)} if guidance else {}
+    return x, timesteps, context, kwargs
+
+
+@pytest.fixture(scope="module")
+def student() -> UNet3D:
+    return _randomised("tiny-hb-0.9b")
+
+
+@torch.no_grad()
+def test_forward_keeps_shape_and_fps_defaults(student):
+    x, t, context, kw = _inputs()
+    y = student(x, t, context, **kw)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.equal(y, student(x, t, context, fps=16, **kw))  # default_fps
+    y8 = student(x, t, context, fps=8, **kw)
+    assert torch.equal(y8, student(x, t, context, fps=torch.tensor([8, 8]), **kw))
+    assert not torch.allclose(y, y8)  # fps really conditions the output
+
+
+@torch.no_grad()
+def test_scalar_timestep_broadcasts(student):
+    x, _, context, kw = _inputs()
+    y = student(x, 500, context, **kw)
+    assert torch.equal(y, student(x, torch.tensor([500, 500]), context, **kw))
+    assert torch.equal(y, student(x, torch.tensor(500), context, **kw))
+
+
+@torch.no_grad()
+def test_samples_are_processed_independently(student):
+    x, t, context, kw = _inputs()
+    both = student(x, t, context, fps=torch.tensor([8, 24]), **kw)
+    for i, fps in enumerate((8, 24)):
+        single = student(
+            x[i : i + 1], t[i : i + 1], context[i : i + 1], fps=fps, timestep_cond=kw["timestep_cond"][i : i + 1]
+        )
+        torch.testing.assert_close(both[i : i + 1], single, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_frames_interact_through_temporal_layers(student):
+    x, t, context, kw = _inputs()
+    y = student(x, t, context, **kw)
+    x2 = x.clone()
+    x2[:, :, 2] += 1.0  # change only the last frame
+    y2 = student(x2, t, context, **kw)
+    assert not torch.allclose(y[:, :, 0], y2[:, :, 0])
+
+
+def test_guidance_embedding_is_required_exactly_for_students(student):
+    x, t, context, kw = _inputs()
+    with pytest.raises(ConfigError, match="timestep_cond"):
+        student(x, t, context)
+    with pytest.raises(ConfigError, match="timestep_cond"):
+        student(x, t, context, timestep_cond=torch.zeros(2, 7))
+    teacher = UNet3D(get_unet_preset("tiny-vc2"))
+    with pytest.raises(ConfigError, match="no guidance projection"):
+        teacher(x, t, context, **kw)
+
+
+@pytest.mark.parametrize(
+    "x_shape, context_shape, fragment",
+    [
+        ((2, 4, 3, 8), (2, 5, 32), "frames, height, width"),
+        ((2, 3, 3, 8, 16), (2, 5, 32), "frames, height, width"),
+        ((2, 4, 3, 12, 16), (2, 5, 32), "multiples of 8"),
+        ((2, 4, 3, 8, 16), (2, 5, 31), "context"),
+        ((2, 4, 3, 8, 16), (1, 5, 32), "context"),
+    ],
+)
+def test_bad_input_shapes_raise_config_error(student, x_shape, context_shape, fragment):
+    _, t, _, kw = _inputs()
+    with pytest.raises(ConfigError, match=fragment):
+        student(torch.zeros(x_shape), t, torch.zeros(context_shape), **kw)
+
+
+def test_bad_fps_shape_raises_config_error(student):
+    x, t, context, kw = _inputs()
+    with pytest.raises(ConfigError, match="fps"):
+        student(x, t, context, fps=torch.tensor([8, 8, 8]), **kw)
+
+
+def test_middle_block_absent_only_in_hb07():
+    with torch.device("meta"):
+        assert UNet3D(get_unet_preset("tiny-hb-0.7b")).middle_block is None
+        assert UNet3D(get_unet_preset("tiny-hb-0.9b")).middle_block is not None
+
+
+@torch.no_grad()
+def test_bfloat16_forward_is_close_to_float32(student):
+    x, t, context, kw = _inputs()
+    reference = student(x, t, context, **kw)
+    low = _randomised("tiny-hb-0.9b").to(torch.bfloat16)
+    y = low(x, t, context, **kw)
+    assert y.dtype == torch.float32  # returned in the input's dtype
+    relative = (y - reference).abs().max() / reference.abs().max()
+    assert relative < 0.05, relative
+    y_bf16 = low(x.bfloat16(), t, context.bfloat16(), **{k: v.bfloat16() for k, v in kw.items()})
+    assert y_bf16.dtype == torch.bfloat16 and torch.isfinite(y_bf16).all()
+
+
+def test_group_norm_statistics_are_computed_in_float32(monkeypatch):
+    from hummingbird_t2v.models import unet_blocks
+
+    seen = []
+    real_group_norm = torch.nn.functional.group_norm
+
+    def spy(x, groups, weight, bias, eps):
+        seen.append((x.dtype, weight.dtype, bias.dtype))
+        return real_group_norm(x, groups, weight, bias, eps)
+
+    monkeypatch.setattr(unet_blocks.F, "group_norm", spy)
+    norm = unet_blocks.GroupNorm32(64, eps=1e-5).to(torch.bfloat16)
+    x = torch.randn(2, 64, 4, 4).bfloat16()
+    y = norm(x)
+    assert seen == [(torch.float32, torch.float32, torch.float32)]
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, real_group_norm(x.float(), 32, eps=1e-5).bfloat16())
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    x, t, context, kw = _inputs(batch=1)
+    grads = []
+    for checkpointed in (False, True):
+        model = _randomised("tiny-hb-0.7b")
+        model.enable_gradient_checkpointing(checkpointed)
+        model(x, t, context, **kw).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_temporal_conv_dropout_acts_only_in_training_mode():
+    model = _randomised("tiny-hb-0.7b")
+    x, t, context, kw = _inputs(batch=1)
+    assert torch.equal(model(x, t, context, **kw), model(x, t, context, **kw))
+    model.train()
+    assert not torch.equal(model(x, t, context, **kw), model(x, t, context, **kw))
