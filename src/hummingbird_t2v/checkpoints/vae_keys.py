@@ -126,3 +126,25 @@ def convert_ldm_vae_state_dict(
 def load_ldm_vae_weights(vae: VideoVAE, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Convert bare LDM VAE weights and load them strictly into `vae` (cast to its dtype)."""
     vae.autoencoder.load_state_dict(convert_ldm_vae_state_dict(state_dict, vae.config), strict=True)
+
+
+def vae_config_from_ldm_state_dict(state_dict: Mapping[str, torch.Tensor]) -> VAEConfig:
+    """Read the autoencoder's shape from its (bare) LDM parameter names and shapes."""
+    try:
+        conv_in = state_dict["encoder.conv_in.weight"]
+        base_channels = conv_in.shape[0]
+        levels = sorted({int(m.group(1)) for key in state_dict if (m := re.match(r"encoder\.down\.(\d+)\.", key))})
+        multipliers = tuple(state_dict[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // base_channels for i in levels)
+        blocks = {int(m.group(1)) for key in state_dict if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", key))}
+        return VAEConfig(
+            in_channels=conv_in.shape[1],
+            out_channels=state_dict["decoder.conv_out.weight"].shape[0],
+            base_channels=base_channels,
+            channel_multipliers=multipliers,
+            layers_per_block=len(blocks),
+            latent_channels=state_dict["post_quant_conv.weight"].shape[0],
+        )
+    except KeyError as error:
+        raise CheckpointError(
+            f"the VAE weights lack {error.args[0]!r}; they are not an LDM/SD KL autoencoder (first_stage_model.*)"
+        ) from None
