@@ -20,7 +20,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hummingbird_t2v.models.text_encoder import OpenCLIPTextEncoder, TextEncoderConfig
-from hummingbird_t2v.models.tokenizer import OpenCLIPTokenizer
 from hummingbird_t2v.models.unet import UNet3D
 from hummingbird_t2v.models.unet_config import get_unet_preset
 from hummingbird_t2v.models.vae import VAEConfig, VideoVAE
@@ -91,7 +90,7 @@ def build_pipeline(preset: str, device: torch.device, dtype: torch.dtype) -> Hum
     vae = VideoVAE(VAEConfig.preset("sd"))
     text_encoder = OpenCLIPTextEncoder(TextEncoderConfig.preset("vit-h-14"))
     sampler = "consistency" if unet.config.time_cond_proj_dim else "ddim"
-    pipe = HummingbirdPipeline(unet, vae, text_encoder, OpenCLIPTokenizer(), PipelineConfig.for_sampler(sampler))
+    pipe = HummingbirdPipeline(unet, vae, text_encoder, PipelineConfig.for_sampler(sampler))
     return pipe.to(device=device, dtype=dtype)
 
 

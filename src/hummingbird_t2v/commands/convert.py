@@ -27,13 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hummingbird_t2v.checkpoints.hub import resolve_checkpoint
-    from hummingbird_t2v.models.tokenizer import OpenCLIPTokenizer
     from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
     from hummingbird_t2v.pipelines.single_file import load_pipeline_components
 
     source = resolve_checkpoint(args.source)
     parts = load_pipeline_components(source, model=args.model, text_num_heads=args.text_heads, dtype=DTYPES[args.dtype])
-    pipe = HummingbirdPipeline(parts.unet, parts.vae, parts.text_encoder, OpenCLIPTokenizer())
+    pipe = HummingbirdPipeline(parts.unet, parts.vae, parts.text_encoder)
     folder = pipe.save_pretrained(args.output, overwrite=args.overwrite)
     kind = parts.unet_preset or "custom structure"
     print(f"wrote {folder} ({parts.source_format} -> model folder; U-Net: {kind}; sampler: {pipe.config.sampler})")

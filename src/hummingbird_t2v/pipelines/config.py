@@ -44,8 +44,6 @@ class PipelineConfig:
     ddim_eta: float = 1.0
     use_scale: bool = True
     scale_b: float = 0.7
-    # Which tokenizer family the text encoder expects ("open_clip_bpe" for the OpenCLIP tower).
-    tokenizer: str = "open_clip_bpe"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

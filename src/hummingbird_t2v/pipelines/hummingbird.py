@@ -33,11 +33,10 @@ from hummingbird_t2v.diffusion.ddim import sample_ddim_cfg
 from hummingbird_t2v.diffusion.guidance import guidance_scale_embedding
 from hummingbird_t2v.diffusion.schedule import scaled_linear_alphas_cumprod
 from hummingbird_t2v.errors import CheckpointError, ConfigError
-from hummingbird_t2v.models.text_encoder import OpenCLIPTextEncoder, TextEncoderConfig
-from hummingbird_t2v.models.tokenizer import OpenCLIPTokenizer
+from hummingbird_t2v.models.registry import build_component, component_class_name
 from hummingbird_t2v.models.unet import UNet3D
 from hummingbird_t2v.models.unet_config import UNetConfig, get_unet_preset
-from hummingbird_t2v.models.vae import VAEConfig, VideoVAE
+from hummingbird_t2v.models.vae import VideoVAE
 from hummingbird_t2v.pipelines.config import PipelineConfig
 
 OutputType = Literal["np", "pt", "pil", "latent"]
@@ -64,14 +63,15 @@ def _validate_prompts(prompt: str | Sequence[str]) -> list[str]:
 
 
 class HummingbirdPipeline:
-    """U-Net + VAE + text encoder + tokenizer + how to sample them."""
+    """U-Net + VAE + text encoder (which tokenizes itself) + how to sample them."""
+
+    COMPONENTS = ("unet", "vae", "text_encoder")
 
     def __init__(
         self,
         unet: UNet3D,
         vae: VideoVAE,
-        text_encoder: OpenCLIPTextEncoder,
-        tokenizer: OpenCLIPTokenizer,
+        text_encoder: torch.nn.Module,
         config: PipelineConfig | None = None,
     ) -> None:
         if config is None:
@@ -81,7 +81,6 @@ class HummingbirdPipeline:
         self.unet = unet
         self.vae = vae
         self.text_encoder = text_encoder
-        self.tokenizer = tokenizer
         self.config = config
 
     # ------------------------------------------------------------------ loading and saving
@@ -106,7 +105,7 @@ class HummingbirdPipeline:
         from hummingbird_t2v.pipelines.single_file import load_pipeline_components
 
         parts = load_pipeline_components(path, model=model, **single_file_options)
-        pipe = cls(parts.unet, parts.vae, parts.text_encoder, OpenCLIPTokenizer())
+        pipe = cls(parts.unet, parts.vae, parts.text_encoder)
         return pipe.to(device=device, dtype=torch_dtype)
 
     @classmethod
@@ -120,17 +119,14 @@ class HummingbirdPipeline:
             found = UNetConfig.from_dict(read_json(folder / "unet" / CONFIG_NAME))
             if found != expected:
                 raise CheckpointError(f"{folder} does not fit the '{model}' U-Net: its unet/config.json describes another structure; drop --model or pick the matching preset")
-        unet = load_component(folder / "unet", lambda c: UNet3D(UNetConfig.from_dict(c)), dtype=torch_dtype, device=device)
-        vae = load_component(folder / "vae", lambda c: VideoVAE(VAEConfig.from_dict(c)), dtype=torch_dtype, device=device)
-        text_encoder = load_component(
-            folder / "text_encoder",
-            lambda c: OpenCLIPTextEncoder(TextEncoderConfig.from_dict(c)),
-            dtype=torch_dtype,
-            device=device,
-        )
-        if config.tokenizer != "open_clip_bpe":
-            raise CheckpointError(f"{folder}: unknown tokenizer {config.tokenizer!r}; this version knows 'open_clip_bpe'")
-        return cls(unet, vae, text_encoder, OpenCLIPTokenizer(), config)
+        classes = index.get("components", {})
+        if set(classes) != set(cls.COMPONENTS):
+            raise CheckpointError(f"{folder / INDEX_NAME} must name the class of each of {cls.COMPONENTS} under 'components'")
+        modules = [
+            load_component(folder / name, lambda c, n=name: build_component(classes[n], c), dtype=torch_dtype, device=device)
+            for name in cls.COMPONENTS
+        ]
+        return cls(*modules, config)
 
     def save_pretrained(self, folder: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model folder next to `folder` under a temporary name, then move it into place."""
@@ -140,10 +136,12 @@ class HummingbirdPipeline:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            save_component(staging / "unet", self.unet, self.unet.config.to_dict())
-            save_component(staging / "vae", self.vae, self.vae.config.to_dict())
-            save_component(staging / "text_encoder", self.text_encoder, self.text_encoder.config.to_dict())
-            write_json(staging / INDEX_NAME, self.config.to_dict())
+            classes = {}
+            for name in self.COMPONENTS:
+                module = getattr(self, name)
+                classes[name] = component_class_name(module)
+                save_component(staging / name, module, module.config.to_dict())
+            write_json(staging / INDEX_NAME, {**self.config.to_dict(), "components": classes})
             default_permissions(staging)
             if folder.exists():
                 shutil.rmtree(folder)
@@ -153,8 +151,8 @@ class HummingbirdPipeline:
         return folder
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> HummingbirdPipeline:
-        for module in (self.unet, self.vae, self.text_encoder):
-            module.to(device=device, dtype=dtype)
+        for name in self.COMPONENTS:
+            getattr(self, name).to(device=device, dtype=dtype)
         return self
 
     @property
@@ -167,14 +165,13 @@ class HummingbirdPipeline:
 
     @property
     def spatial_multiple(self) -> int:
-        """Height and width must be multiples of this: the VAE's factor 8 times the U-Net's downsamplings."""
-        return 8 * 2 ** (len(self.unet.config.channel_mult) - 1)
+        """Height and width must be multiples of this: the VAE's factor times the U-Net's downsamplings."""
+        return self.vae.config.downsample_factor * 2 ** (len(self.unet.config.channel_mult) - 1)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(prompts).to(self.device)
-        return self.text_encoder(tokens).to(self.dtype)
+        return self.text_encoder.encode(prompts).to(self.dtype)
 
     def _check_sizes(self, num_frames: int, height: int, width: int, steps: int) -> None:
         if num_frames < 1:
@@ -186,7 +183,7 @@ class HummingbirdPipeline:
             if value < multiple or value % multiple:
                 raise ConfigError(
                     f"{name} must be a positive multiple of {multiple} for this model "
-                    f"(VAE factor 8 x {multiple // 8} U-Net downsamplings), got {value}; "
+                    f"(VAE factor x U-Net downsamplings), got {value}; "
                     f"try {max(multiple, round(value / multiple) * multiple)}"
                 )
 
@@ -226,7 +223,8 @@ class HummingbirdPipeline:
 
         batch = len(prompts)
         context = self.encode_prompt(prompts)
-        shape = (batch, self.unet.config.in_channels, num_frames, height // 8, width // 8)
+        factor = self.vae.config.downsample_factor
+        shape = (batch, self.unet.config.in_channels, num_frames, height // factor, width // factor)
         if latents is None:
             latents = torch.randn(shape, generator=generator, device=generator.device if generator else self.device)
         elif tuple(latents.shape) != shape:
