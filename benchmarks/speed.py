@@ -5,7 +5,7 @@ Two measurements in one run, both with random weights (speed does not depend on 
    torch.utils.flop_counter (matmul/conv/attention as 2*MAC), U-Net only and with the VAE decode.
 2. End-to-end latency (text encode + sampling + VAE decode) of both at a size that runs on a small CPU.
 
-    python benchmarks/speed.py                       # CPU defaults: 8 frames, 128 x 128
+    python benchmarks/speed.py                       # CPU defaults: 8 frames, 64 x 64
     python benchmarks/speed.py --device cuda --dtype bf16 --frames 16 --height 320 --width 512
 """
 
@@ -115,8 +115,8 @@ def time_pipeline(pipe: HummingbirdPipeline, args: argparse.Namespace, steps: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--teacher-steps", type=int, default=50)
     parser.add_argument("--student-steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1)
