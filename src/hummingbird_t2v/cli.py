@@ -16,6 +16,8 @@ _COMMAND_MODULES = (
     "hummingbird_t2v.commands.generate",
     "hummingbird_t2v.commands.convert",
     "hummingbird_t2v.commands.info",
+    "hummingbird_t2v.curation.cli",
+    "hummingbird_t2v.pruning.cli",
     "hummingbird_t2v.toyworld.cli",
 )
 

@@ -61,7 +61,7 @@ class UNet3D(nn.Module):
         ch, ds = c.model_channels, 1
         last_level = len(c.channel_mult) - 1
         for level, width in enumerate(c.level_widths):
-            for _ in range(c.num_res_blocks):
+            for _ in range(c.blocks_per_level[level]):
                 self.input_blocks.append(UNetStage([self._res_block(ch, width), *self._attention(width, ds)]))
                 ch = width
                 skip_widths.append(ch)
@@ -95,10 +95,11 @@ class UNet3D(nn.Module):
         self.output_blocks = nn.ModuleList()
         for level in reversed(range(len(c.channel_mult))):
             width = c.level_widths[level]
-            for i in range(c.num_res_blocks + 1):
+            blocks = c.blocks_per_level[level]
+            for i in range(blocks + 1):
                 layers = [self._res_block(ch + skip_widths.pop(), width), *self._attention(width, ds)]
                 ch = width
-                if level > 0 and i == c.num_res_blocks:
+                if level > 0 and i == blocks:
                     layers.append(Upsample(ch))
                     ds //= 2
                 self.output_blocks.append(UNetStage(layers))

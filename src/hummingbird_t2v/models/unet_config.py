@@ -1,7 +1,8 @@
 """Configuration of the 3D U-Net shared by the VideoCrafter2 teacher and the Hummingbird students.
 
 One dataclass describes all three released networks; they differ only in `num_res_blocks`,
-`use_middle_block` and `time_cond_proj_dim` (see docs/models.md, "U-Net").
+`use_middle_block` and `time_cond_proj_dim` (see docs/models.md, "U-Net"). `num_res_blocks` may also
+differ per level (a tuple), which pruned layouts other than the released ones need (docs/pruning.md).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class UNetConfig:
     out_channels: int = 4
     model_channels: int = 320
     channel_mult: tuple[int, ...] = (1, 2, 4, 4)
-    num_res_blocks: int = 2
+    # Encoder ResBlock units per level: one int for every level, or one per level (level 0 first).
+    # The decoder has one unit more per level, so that every skip feature is consumed exactly once.
+    num_res_blocks: int | tuple[int, ...] = 2
     # Downsampling factors (1, 2, 4, ...) of the levels that get spatial + temporal transformers.
     attention_resolutions: tuple[int, ...] = (4, 2, 1)
     # Width of one attention head; a transformer on `ch` channels has ch // num_head_channels heads.
@@ -59,20 +62,36 @@ class UNetConfig:
                 object.__setattr__(self, name, tuple(int(v) for v in value))
             except (TypeError, ValueError):
                 raise ConfigError(f"UNetConfig.{name} must be a list of integers, got {value!r}") from None
+        self._normalise_num_res_blocks()
         self._validate()
+
+    def _normalise_num_res_blocks(self) -> None:
+        value = self.num_res_blocks
+        if isinstance(value, (list, tuple)):
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+                raise ConfigError(f"UNetConfig.num_res_blocks must be positive integers, got {value!r}")
+            if len(value) != len(self.channel_mult):
+                raise ConfigError(
+                    f"UNetConfig.num_res_blocks lists {len(value)} levels but channel_mult has "
+                    f"{len(self.channel_mult)}; give one count per level or a single int"
+                )
+            # A uniform tuple is stored as one int, so that it equals (and saves like) the released presets.
+            value = value[0] if len(set(value)) == 1 else tuple(value)
+            object.__setattr__(self, "num_res_blocks", value)
 
     def _validate(self) -> None:
         positive = {
             "in_channels": self.in_channels,
             "out_channels": self.out_channels,
             "model_channels": self.model_channels,
-            "num_res_blocks": self.num_res_blocks,
             "num_head_channels": self.num_head_channels,
             "context_dim": self.context_dim,
             "transformer_depth": self.transformer_depth,
             "temporal_transformer_depth": self.temporal_transformer_depth,
             "init_attn_heads": self.init_attn_heads,
         }
+        if not isinstance(self.num_res_blocks, tuple):
+            positive["num_res_blocks"] = self.num_res_blocks
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"UNetConfig.{name} must be a positive integer, got {value!r}")
@@ -105,6 +124,13 @@ class UNetConfig:
     @property
     def time_embed_dim(self) -> int:
         return 4 * self.model_channels
+
+    @property
+    def blocks_per_level(self) -> tuple[int, ...]:
+        """Encoder ResBlock units of each level (level 0 first); the decoder has one more per level."""
+        if isinstance(self.num_res_blocks, tuple):
+            return self.num_res_blocks
+        return (self.num_res_blocks,) * len(self.channel_mult)
 
     @property
     def level_widths(self) -> tuple[int, ...]:

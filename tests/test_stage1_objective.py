@@ -1,0 +1,170 @@
+"""Stage-1 distillation objective: the official loss on the golden step, and what it trains and saves."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hummingbird_t2v.errors import ConfigError
+from hummingbird_t2v.models.unet import UNet3D
+from hummingbird_t2v.models.unet_config import UNetConfig, get_unet_preset
+from hummingbird_t2v.pipelines.config import TEACHER_DEFAULTS
+from hummingbird_t2v.training.objective import TrainBatch
+from hummingbird_t2v.training.objectives.distill import (
+    Stage1DistillObjective,
+    Stage1Settings,
+    level_output_modules,
+)
+
+MICRO = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_resolutions=(1,), num_head_channels=16, context_dim=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models: a second thread only adds synchronisation, and oversubscribes a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _perturbed(config: UNetConfig, seed: int) -> UNet3D:
+    torch.manual_seed(seed)
+    model = UNet3D(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _pair(**settings) -> Stage1DistillObjective:
+    teacher = _perturbed(MICRO, 0)
+    student = _perturbed(MICRO.replace(num_res_blocks=1), 1)
+    return Stage1DistillObjective(student, teacher, Stage1Settings(**settings))
+
+
+def _batch(seed: int = 0, samples: int = 2) -> TrainBatch:
+    g = torch.Generator().manual_seed(seed)
+    return TrainBatch(
+        latents=torch.randn(samples, 4, 2, 8, 8, generator=g),
+        context=torch.randn(samples, 5, 16, generator=g),
+        uncond_context=torch.randn(1, 5, 16, generator=g).expand(samples, -1, -1),
+        fps=torch.full((samples,), 8, dtype=torch.long),
+    )
+
+
+@torch.no_grad()
+def test_reproduces_the_official_stage1_step(golden_dir):
+    golden = {k: v.clone() for k, v in load_file(golden_dir / "stage1_step_tiny.safetensors").items()}
+    teacher = UNet3D(get_unet_preset("tiny-vc2"))
+    teacher.load_state_dict({k: v.float() for k, v in load_file(golden_dir / "tiny_vc2_unet.safetensors").items()})
+    # Stage 1 has no guidance projection: the golden student is tiny_hb09 without time_cond_proj.
+    student_weights = load_file(golden_dir / "tiny_hb09_unet.safetensors")
+    student = UNet3D(get_unet_preset("tiny-hb-0.9b").replace(time_cond_proj_dim=None))
+    student.load_state_dict({k: v.float() for k, v in student_weights.items() if k != "time_cond_proj.weight"})
+
+    objective = Stage1DistillObjective(student, teacher).eval()
+    batch = TrainBatch(golden["z0"], golden["cond_context"], golden["uncond_context"], golden["fps"])
+    terms = objective.compute(batch, golden["t"], golden["noise"])
+
+    torch.testing.assert_close(terms.scale, golden["scale_t"], rtol=0, atol=1e-7)
+    torch.testing.assert_close(terms.z_t, golden["z_t"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(terms.teacher_eps_cond, golden["teacher_eps_cond"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(terms.teacher_eps_uncond, golden["teacher_eps_uncond"], rtol=0, atol=1e-4)
+    own = terms.teacher_eps_uncond + 12 * (terms.teacher_eps_cond - terms.teacher_eps_uncond)
+    torch.testing.assert_close(terms.target, own, rtol=0, atol=1e-6)
+    torch.testing.assert_close(terms.target, golden["target"], rtol=0, atol=1e-3)
+    torch.testing.assert_close(terms.student_eps, golden["student_eps"], rtol=0, atol=1e-4)
+    torch.testing.assert_close(terms.loss, golden["loss"], rtol=1e-4, atol=0)
+    assert terms.feature_loss is None and terms.data_loss is None
+
+
+def test_only_the_student_is_trained_and_saved():
+    objective = _pair()
+    objective.train()
+    output = objective(_batch(), torch.Generator().manual_seed(0))
+    output.loss.backward()
+    student = objective.trainable_module()
+    assert student is objective.model
+    assert all(p.grad is not None for p in student.parameters())
+    assert all(not p.requires_grad and p.grad is None for p in objective.teacher.parameters())
+    # The teacher is invisible to state_dict(), parameters() and therefore to optimizers, DDP and checkpoints.
+    assert set(objective.state_dict()) == {f"model.{k}" for k in student.state_dict()}
+    assert {id(p) for p in objective.parameters()} == {id(p) for p in student.parameters()}
+    assert "loss_distill" in output.logs
+
+
+def test_teacher_stays_in_eval_mode_unless_its_dropout_is_asked_for():
+    objective = _pair()
+    objective.train()
+    assert objective.model.training and not objective.teacher.training
+    objective.eval()
+    assert not objective.model.training
+    noisy = _pair(teacher_dropout=True).train()
+    assert noisy.teacher.training
+
+
+def test_same_generator_same_loss_and_the_teacher_follows_the_student_device():
+    objective = _pair().eval()  # eval: the student's own dropout would draw from the global RNG
+    first = objective(_batch(), torch.Generator().manual_seed(5)).loss
+    again = objective(_batch(), torch.Generator().manual_seed(5)).loss
+    other = objective(_batch(), torch.Generator().manual_seed(6)).loss
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    objective.to("meta")  # any .to() reaches the unregistered teacher too
+    assert next(objective.teacher.parameters()).is_meta
+
+
+def test_low_precision_teacher_gives_nearly_the_same_loss():
+    t = torch.tensor([900, 300])
+    noise = torch.randn(2, 4, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = _pair().compute(_batch(), t, noise)
+        low = _pair(teacher_dtype="bf16").compute(_batch(), t, noise)
+    assert low.target.dtype == torch.float32
+    assert {p.dtype for p in _pair(teacher_dtype="bf16").teacher.parameters()} == {torch.bfloat16}
+    torch.testing.assert_close(low.loss, full.loss, rtol=0.05, atol=0)
+
+
+def test_optional_terms_are_off_by_default_and_add_up_when_on():
+    t = torch.tensor([999, 10])
+    noise = torch.randn(2, 4, 2, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        terms = _pair(feature_loss_weight=0.5, data_loss_weight=0.25).compute(_batch(), t, noise)
+    assert terms.feature_loss > 0 and terms.data_loss > 0
+    torch.testing.assert_close(terms.data_loss, ((terms.student_eps - noise) ** 2).mean())
+    torch.testing.assert_close(terms.loss, terms.distill_loss + 0.5 * terms.feature_loss + 0.25 * terms.data_loss)
+
+
+def test_feature_loss_pairs_level_outputs_and_vanishes_for_a_copy_of_the_teacher():
+    teacher = _perturbed(MICRO, 0)
+    objective = Stage1DistillObjective(copy.deepcopy(teacher), teacher, Stage1Settings(feature_loss_weight=1.0)).eval()
+    assert level_output_modules(MICRO) == ["input_blocks.2", "input_blocks.5", "middle_block", "output_blocks.2", "output_blocks.5"]
+    with torch.no_grad():
+        terms = objective.compute(_batch(), torch.tensor([500, 20]), torch.randn(2, 4, 2, 8, 8))
+    assert terms.feature_loss < 1e-10  # same network, same input: only the guidance term differs
+    assert terms.distill_loss > 1e-4
+    student = MICRO.replace(num_res_blocks=1)
+    pairs = Stage1DistillObjective(_perturbed(student, 1), teacher).feature_pairs
+    assert pairs == [
+        ("input_blocks.1", "input_blocks.2"), ("input_blocks.3", "input_blocks.5"),
+        ("output_blocks.1", "output_blocks.2"), ("output_blocks.3", "output_blocks.5"), ("middle_block", "middle_block"),
+    ]
+
+
+def test_exported_student_samples_with_ddim_and_no_cfg():
+    config = _pair().pipeline_config(TEACHER_DEFAULTS)
+    assert config.sampler == "ddim" and config.defaults.guidance_scale == 1.0
+    assert config.use_scale and config.scale_b == 0.7
+
+
+def test_mismatched_or_guided_networks_are_refused():
+    teacher = _perturbed(MICRO, 0)
+    with pytest.raises(ConfigError, match="--no-guidance-projection"):
+        Stage1DistillObjective(UNet3D(MICRO.replace(num_res_blocks=1, time_cond_proj_dim=32)), teacher)
+    with pytest.raises(ConfigError, match="not pruned from this teacher.*context_dim"):
+        Stage1DistillObjective(UNet3D(MICRO.replace(num_res_blocks=1, context_dim=32)), teacher)
+    with pytest.raises(ConfigError, match="teacher_dtype"):
+        Stage1Settings(teacher_dtype="int8")
