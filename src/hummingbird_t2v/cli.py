@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "hummingbird_t2v.curation.cli",
     "hummingbird_t2v.pruning.cli",
     "hummingbird_t2v.toyworld.cli",
+    "hummingbird_t2v.training.cli",
 )
 
 

@@ -1,0 +1,142 @@
+"""Build the three model components a trainer needs from a `ModelConfig`.
+
+Each `ComponentSpec` names a model folder (weights are loaded) or a registered class with a
+preset and/or config fields (built with random weights, seeded by `model.init_seed` so every
+rank builds the same network). The text encoder can be any registered module with
+`encode(prompts) -> (b, L, d)`; the VAE any module with `encode(frames)` / `decode(latents)`
+and a `config` carrying `latent_channels` and `downsample_factor`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hummingbird_t2v.checkpoints.folder import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    load_component,
+    read_json,
+)
+from hummingbird_t2v.errors import ConfigError
+from hummingbird_t2v.models.registry import COMPONENT_CLASSES, build_component
+from hummingbird_t2v.models.unet_config import get_unet_preset
+from hummingbird_t2v.training.config import ComponentSpec, ModelConfig
+
+__all__ = [
+    "Components",
+    "build_components",
+    "build_from_spec",
+    "check_compatible",
+    "freeze",
+]
+
+# The class a role gets when the spec names none.
+DEFAULT_CLASSES = {
+    "unet": "UNet3D",
+    "vae": "VideoVAE",
+    "text_encoder": "OpenCLIPTextEncoder",
+}
+
+
+@dataclass
+class Components:
+    unet: nn.Module
+    vae: nn.Module
+    text_encoder: nn.Module
+
+
+def _preset_config(class_name: str, preset: str) -> dict[str, Any]:
+    _, config_class = COMPONENT_CLASSES[class_name]
+    if class_name == "UNet3D":
+        return get_unet_preset(preset).to_dict()
+    preset_fn = getattr(config_class, "preset", None)
+    if preset_fn is None:
+        raise ConfigError(f"{class_name} has no presets; give its fields under 'config' instead of preset={preset!r}")
+    return preset_fn(preset).to_dict()
+
+
+def _folder_for(path: Path, role: str) -> tuple[Path, str | None]:
+    """(component folder, class name from model_index.json or None) for a model or component folder."""
+    if (path / INDEX_NAME).is_file():
+        index = read_json(path / INDEX_NAME)
+        return path / role, index.get("components", {}).get(role)
+    if (path / CONFIG_NAME).is_file():
+        return path, None
+    raise ConfigError(
+        f"{path} is neither a model folder (with {INDEX_NAME}) nor a component folder (with {CONFIG_NAME}); "
+        f"fix model.{role}.path"
+    )
+
+
+def build_from_spec(spec: ComponentSpec, role: str) -> nn.Module:
+    """One component: loaded from `spec.path`, or built from class + preset + config fields."""
+    if spec.path:
+        path = Path(spec.path).expanduser()
+        if not path.exists():
+            raise ConfigError(f"model.{role}.path {path} does not exist; point it at a model or component folder")
+        folder, indexed_class = _folder_for(path, role)
+        class_name = spec.class_name or indexed_class or DEFAULT_CLASSES[role]
+        if spec.preset or spec.config:
+            raise ConfigError(
+                f"model.{role}: give either path (load weights) or preset/config (build afresh), not both"
+            )
+        _require_registered(class_name, role)
+        return load_component(folder, lambda config: build_component(class_name, config))
+    class_name = spec.class_name or DEFAULT_CLASSES[role]
+    _require_registered(class_name, role)
+    config = _preset_config(class_name, spec.preset) if spec.preset else {}
+    config.update(spec.config)
+    if not config:
+        raise ConfigError(f"model.{role} needs a path, a preset or config fields")
+    return build_component(class_name, config)
+
+
+def _require_registered(class_name: str, role: str) -> None:
+    if class_name not in COMPONENT_CLASSES:
+        raise ConfigError(
+            f"model.{role}.class_name {class_name!r} is not a registered component class; "
+            f"known: {sorted(COMPONENT_CLASSES)}"
+        )
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode, no gradients: the VAE and text encoder never train here."""
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def build_components(config: ModelConfig) -> Components:
+    """Build all three; the random initialisation is seeded so every rank gets the same network."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.init_seed)
+        unet = build_from_spec(config.unet, "unet")
+        vae = freeze(build_from_spec(config.vae, "vae"))
+        text_encoder = freeze(build_from_spec(config.text_encoder, "text_encoder"))
+    for name, module in (("vae", vae), ("text_encoder", text_encoder)):
+        if not callable(getattr(module, "encode", None)):
+            raise ConfigError(f"model.{name} ({type(module).__name__}) has no encode(); it cannot condition training")
+    return Components(unet=unet, vae=vae, text_encoder=text_encoder)
+
+
+def check_compatible(unet: nn.Module, vae: nn.Module, context: torch.Tensor) -> None:
+    """Raise ConfigError when the U-Net does not fit the VAE's latents or the text encoder's context."""
+    unet_config = getattr(unet, "config", None)
+    vae_config = getattr(vae, "config", None)
+    latent_channels = getattr(vae_config, "latent_channels", None)
+    if unet_config is None:
+        return
+    if latent_channels is not None and unet_config.in_channels != latent_channels:
+        raise ConfigError(
+            f"the U-Net takes {unet_config.in_channels} input channels but the VAE makes {latent_channels}-channel "
+            f"latents; set model.unet.config.in_channels/out_channels to {latent_channels}"
+        )
+    if context.shape[-1] != unet_config.context_dim:
+        raise ConfigError(
+            f"the text encoder gives {context.shape[-1]}-wide context but the U-Net cross-attends to "
+            f"context_dim={unet_config.context_dim}; set model.unet.config.context_dim={context.shape[-1]}"
+        )

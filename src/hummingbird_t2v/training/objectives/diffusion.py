@@ -1,0 +1,127 @@
+"""The base (teacher) diffusion objective: eps-prediction MSE on VAE latents.
+
+For each clip: t ~ U{0..N-1}; optionally VideoCrafter2's latent rescale z0 <- s(t)·z0 (s ramps
+from 1.0 to `scale_b` over t < 400, the `use_scale` of VC2's configs); z_t = sqrt(ᾱ_t)·z0 +
+sqrt(1-ᾱ_t)·ε; the caption embedding is replaced by the empty prompt's with probability
+`prompt_dropout` so that one network learns both halves of classifier-free guidance; the loss is
+mean((ε_θ(z_t, t, c, fps) - ε)²). The ᾱ table is the one VC2's DDIM sampler reads (computed in
+float64, stored float32), and the exported model samples with DDIM + CFG and the same
+`use_scale` switch, so training and sampling agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hummingbird_t2v.diffusion.schedule import (
+    DEFAULT_BETA_END,
+    DEFAULT_BETA_START,
+    DEFAULT_NUM_TRAIN_TIMESTEPS,
+    VC2_SCALE_B,
+    scaled_linear_alphas_cumprod,
+    vc2_latent_scale_table,
+)
+from hummingbird_t2v.errors import ConfigError
+from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
+from hummingbird_t2v.training.objective import Objective, ObjectiveOutput, TrainBatch
+from hummingbird_t2v.training.objectives import ObjectiveSpec, register_objective
+
+__all__ = ["DiffusionObjective", "DiffusionSettings"]
+
+
+@dataclass(frozen=True)
+class DiffusionSettings:
+    # Probability of training a sample on the empty prompt (needed for CFG at sampling time).
+    prompt_dropout: float = 0.1
+    num_train_timesteps: int = DEFAULT_NUM_TRAIN_TIMESTEPS
+    beta_start: float = DEFAULT_BETA_START
+    beta_end: float = DEFAULT_BETA_END
+    # VideoCrafter2's latent rescale (use_scale): train on s(t)·z0; the export sets use_scale to match.
+    latent_rescale: bool = False
+    scale_b: float = VC2_SCALE_B
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prompt_dropout <= 1.0:
+            raise ConfigError(f"objective.prompt_dropout must lie in [0, 1], got {self.prompt_dropout}")
+        if not 0.0 < self.scale_b <= 1.0:
+            raise ConfigError(f"objective.scale_b must lie in (0, 1], got {self.scale_b}")
+
+
+class DiffusionObjective(Objective):
+    def __init__(self, model: nn.Module, settings: DiffusionSettings | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.settings = settings or DiffusionSettings()
+        s = self.settings
+        alphas_cumprod = scaled_linear_alphas_cumprod(
+            s.num_train_timesteps,
+            s.beta_start,
+            s.beta_end,
+            precision="float64_then_float32",
+        )
+        # Non-persistent: derived from the settings, so checkpoints hold only the network.
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+        scale = vc2_latent_scale_table(s.num_train_timesteps, scale_b=s.scale_b) if s.latent_rescale else None
+        self.register_buffer("latent_scale", scale, persistent=False)
+
+    def forward(self, batch: TrainBatch, generator: torch.Generator | None = None) -> ObjectiveOutput:
+        z0 = batch.latents.float()
+        b = z0.shape[0]
+        device = z0.device
+        t = torch.randint(
+            0,
+            self.settings.num_train_timesteps,
+            (b,),
+            generator=generator,
+            device=device,
+        )
+        noise = torch.randn(z0.shape, generator=generator, device=device)
+        drop = torch.rand(b, generator=generator, device=device) < self.settings.prompt_dropout
+
+        per_sample = (b,) + (1,) * (z0.ndim - 1)
+        if self.latent_scale is not None:
+            z0 = z0 * self.latent_scale[t].view(per_sample)
+        alpha_bar = self.alphas_cumprod[t].view(per_sample)
+        z_t = alpha_bar.sqrt() * z0 + (1.0 - alpha_bar).sqrt() * noise
+        context = torch.where(drop.view(b, 1, 1), batch.uncond_context, batch.context)
+
+        eps = self.model(z_t, t, context, fps=batch.fps)
+        loss = F.mse_loss(eps.float(), noise)
+        return ObjectiveOutput(loss=loss)
+
+    def pipeline_config(self, defaults: SamplingDefaults) -> PipelineConfig:
+        s = self.settings
+        return PipelineConfig(
+            sampler="ddim",
+            defaults=defaults,
+            num_train_timesteps=s.num_train_timesteps,
+            beta_start=s.beta_start,
+            beta_end=s.beta_end,
+            use_scale=s.latent_rescale,
+            scale_b=s.scale_b,
+        )
+
+
+def build_diffusion_objective(settings: DiffusionSettings, components) -> DiffusionObjective:
+    config = getattr(components.unet, "config", None)
+    if getattr(config, "time_cond_proj_dim", None):
+        raise ConfigError(
+            "the base diffusion objective trains a U-Net without a guidance projection; "
+            "set model.unet.config.time_cond_proj_dim to null (or use a teacher preset such as vc2 / tiny-vc2)"
+        )
+    return DiffusionObjective(components.unet, settings)
+
+
+register_objective(
+    ObjectiveSpec(
+        name="diffusion",
+        command="base",
+        settings_class=DiffusionSettings,
+        build=build_diffusion_objective,
+        description="train a base/teacher U-Net: eps-prediction MSE on VAE latents with prompt dropout for CFG",
+    )
+)
