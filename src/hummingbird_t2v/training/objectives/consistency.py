@@ -1,0 +1,508 @@
+"""Stage 2: latent consistency distillation of a DDIM teacher into the pruned student, with reward terms.
+
+One loss evaluation (training spec §2.2; every step checked against the official loop body by
+reference/golden/stage2_step_tiny.safetensors), per sample:
+
+1. draw a solver index n ~ U{0..49}, noise ε and a guidance scale w ~ U[w_min, w_max];
+   t_s = τ_n on the 50-point grid 19 … 999, t_e = max(t_s − 20, 0);
+2. z_ts = √ᾱ_ts·z0 + √(1−ᾱ_ts)·ε;
+3. student: ε_θ = U_θ(z_ts, t_s, text, fps, ω(w)) with ω the 256-d guidance embedding, and the
+   one-step consistency output f_θ = c_skip(t_s)·z_ts + c_out(t_s)·x̂₀(ε_θ);
+4. teacher (no grad, eval mode): ε_c, ε_u at (z_ts, t_s); LCM-form CFG on x̂₀ and on ε; one DDIM
+   step to z_te (diffusion.ddim_solver);
+5. target (no grad): the same student (``target="online"``, as released) or an EMA of its trainable
+   weights (``target="ema"``) at (z_te, t_e): c_skip(t_e)·z_te + c_out(t_e)·x̂₀(ε⁻);
+6. pseudo-Huber loss mean(√((f_θ − target)² + c²) − c), c = 0.001;
+7. reward terms (§2.3): f_θ of a few frames is decoded by the frozen VAE *with* gradients, mapped
+   to [0, 1] and scored; each term adds −weight·mean(score).
+
+Choices that differ from the released code, each a switch:
+* ``uncond_fps_quirk`` (default False): the official unconditional teacher pass gets no fps and so
+  runs at the U-Net default of 16 while the conditional pass runs at 8. True reproduces that
+  (and the golden); False gives both passes the same fps.
+* The teacher always runs in eval mode. The official teacher stays in train mode, so its
+  TemporalConvBlock dropout (0.1) makes the solver step stochastic. The student and the online
+  target follow the loop's train/eval mode, as released.
+* ``target="ema"``: the released T2V stage 2 has no target network (its ema_decay is unused);
+  the EMA target follows the LCM paper. It is moved by ``after_optimizer_step()`` and checkpointed
+  through ``extra_state_dict()`` (both called by the training loop).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from hummingbird_t2v.diffusion.consistency import (
+    consistency_boundary_scalings,
+    predicted_original_sample,
+)
+from hummingbird_t2v.diffusion.ddim_solver import (
+    ddim_solver_timesteps,
+    ddim_step,
+    lcm_guidance,
+    solver_alphas_cumprod_prev,
+    solver_interval,
+    solver_spacing,
+)
+from hummingbird_t2v.diffusion.guidance import (
+    GUIDANCE_EMBEDDING_DIM,
+    guidance_scale_embedding,
+)
+from hummingbird_t2v.diffusion.schedule import (
+    check_alphas_cumprod,
+    scaled_linear_alphas_cumprod,
+)
+from hummingbird_t2v.errors import CheckpointError, ConfigError
+from hummingbird_t2v.models.unet import UNet3D
+from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
+from hummingbird_t2v.training.lora import has_lora, merge_lora
+from hummingbird_t2v.training.objective import Objective, ObjectiveOutput, TrainBatch
+
+__all__ = [
+    "ConsistencyDistillationConfig",
+    "ConsistencyDistillationObjective",
+    "ConsistencyDraws",
+    "ConsistencyTerms",
+    "RewardTerm",
+    "add_guidance_projection",
+    "select_reward_frames",
+]
+
+RewardKind = Literal["image_text", "video_text"]
+# Frames each reward kind scores by default (spec §2.3: reward_batch_size 5, video_rm_batch_size 8).
+DEFAULT_REWARD_FRAMES: dict[str, int] = {"image_text": 5, "video_text": 8}
+_EMA_PREFIX = "target_ema."  # keys of the EMA target weights in extra_state_dict()
+_TEACHER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ConsistencyDistillationConfig:
+    num_ddim_timesteps: int = 50
+    # Solver step in timesteps (the official `topk`); must equal the grid spacing 1000 // 50.
+    skip: int = 20
+    w_min: float = 5.0
+    w_max: float = 15.0
+    sigma_data: float = 0.5
+    timestep_scaling: float = 10.0
+    huber_c: float = 0.001
+    # fps condition of every pass (the official --fps 8); None: each sample's batch fps.
+    fps: int | None = 8
+    # True: the teacher's unconditional pass runs at the U-Net default fps (16), as released.
+    uncond_fps_quirk: bool = False
+    target: Literal["online", "ema"] = "online"
+    target_ema_decay: float = 0.95  # only for target="ema"
+    teacher_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    # The official solver's ᾱ_prev table is float64, so z_te and the target are float64 until the
+    # loss. False keeps them float32 (for devices without float64, e.g. Apple MPS).
+    float64_solver: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.w_min <= self.w_max:
+            raise ConfigError(f"need 0 <= w_min <= w_max, got w_min={self.w_min}, w_max={self.w_max}")
+        for name in ("sigma_data", "timestep_scaling", "huber_c"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.fps is not None and self.fps < 1:
+            raise ConfigError(f"fps must be a positive integer or None (use the batch fps), got {self.fps}")
+        if self.target not in ("online", "ema"):
+            raise ConfigError(f"target must be 'online' or 'ema', got {self.target!r}")
+        if not 0.0 <= self.target_ema_decay < 1.0:
+            raise ConfigError(f"target_ema_decay must lie in [0, 1), got {self.target_ema_decay}")
+        if self.teacher_dtype not in _TEACHER_DTYPES:
+            raise ConfigError(f"teacher_dtype must be one of {sorted(_TEACHER_DTYPES)}, got {self.teacher_dtype!r}")
+
+
+@dataclass
+class ConsistencyDraws:
+    """The random inputs of one loss evaluation (drawn by `draw`, or injected by tests)."""
+
+    index: Tensor  # (b,) int64 solver indices in 0..num_ddim_timesteps-1
+    noise: Tensor  # like the latents
+    w: Tensor  # (b,) float32 guidance scales
+
+
+@dataclass
+class ConsistencyTerms:
+    """Everything one loss evaluation computed (names as in the golden file)."""
+
+    start_timesteps: Tensor
+    end_timesteps: Tensor
+    alpha_prev: Tensor
+    c_skip_start: Tensor
+    c_out_start: Tensor
+    c_skip_end: Tensor
+    c_out_end: Tensor
+    w_embedding: Tensor
+    z_ts: Tensor
+    student_eps: Tensor
+    student_x0: Tensor
+    f_theta: Tensor  # the one-step prediction (b, c, T, h, w), differentiable: what rewards score
+    teacher_eps_cond: Tensor
+    teacher_eps_uncond: Tensor
+    teacher_x0_cond: Tensor
+    teacher_x0_uncond: Tensor
+    guided_x0: Tensor
+    guided_eps: Tensor
+    z_te: Tensor
+    target_eps: Tensor
+    target_x0: Tensor
+    target: Tensor
+    loss: Tensor  # pseudo-Huber consistency loss (scalar)
+
+
+class RewardModel(Protocol):
+    """What a reward term needs (implemented in hummingbird_t2v.rewards)."""
+
+    kind: str  # "image_text" or "video_text"
+
+    def score(self, frames: Tensor, prompts: list[str]) -> Tensor:
+        """frames (b, T, 3, H, W) in [0, 1], differentiable -> (b,) scores, higher is better."""
+        ...
+
+
+@dataclass
+class RewardTerm:
+    """One reward in the loss: −weight·mean(model.score(frames of f_θ, prompts))."""
+
+    model: RewardModel
+    weight: float
+    # Frames decoded and scored per clip; None: the model's own `num_frames` if it has one, else
+    # 5 for image-text and 8 for video-text (the official reward_batch_size / video_rm_batch_size).
+    num_frames: int | None = None
+    name: str | None = None  # the log name (reward_<name>); default: the model's kind
+
+    def __post_init__(self) -> None:
+        kind = getattr(self.model, "kind", None)
+        if kind not in DEFAULT_REWARD_FRAMES:
+            raise ConfigError(f"a reward model's kind must be 'image_text' or 'video_text', got {kind!r}")
+        if not callable(getattr(self.model, "score", None)):
+            raise ConfigError(f"reward model {type(self.model).__name__} has no score(frames, prompts) method")
+        if self.num_frames is None:
+            self.num_frames = getattr(self.model, "num_frames", None) or DEFAULT_REWARD_FRAMES[kind]
+        if self.num_frames < 1:
+            raise ConfigError(f"a reward term needs at least one frame, got num_frames={self.num_frames}")
+        if self.name is None:
+            self.name = kind
+
+
+def select_reward_frames(
+    kind: RewardKind, total_frames: int, num_frames: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """Frame indices (num_frames,) int64 a reward scores, drawn as the official trainer draws them.
+
+    image_text: uniform with replacement. video_text: stride s = T // n, a random offset o in
+    [0, s), frames o, o+s, … (n of them); needs T >= n.
+    """
+    device = generator.device if generator is not None else "cpu"
+    if kind == "image_text":
+        return torch.randint(0, total_frames, (num_frames,), generator=generator, device=device)
+    if kind == "video_text":
+        stride = total_frames // num_frames
+        if stride < 1:
+            raise ConfigError(
+                f"a video-text reward on {num_frames} strided frames needs clips of at least {num_frames} "
+                f"frames, got {total_frames}; train on longer clips or lower the term's num_frames"
+            )
+        offset = torch.randint(0, stride, (1,), generator=generator, device=device)
+        return offset + stride * torch.arange(num_frames, device=device)
+    raise ConfigError(f"unknown reward kind {kind!r}; expected 'image_text' or 'video_text'")
+
+
+def add_guidance_projection(unet: UNet3D, dim: int = GUIDANCE_EMBEDDING_DIM) -> UNet3D:
+    """A student that takes the guidance embedding: ``unet``'s weights plus a new ``time_cond_proj``.
+
+    The projection (dim -> model_channels, no bias) gets torch's default random init, as in the
+    released recipe, where it stays frozen and adapts only through its LoRA. The other weights
+    are shared with ``unet``, not copied.
+    """
+    if unet.config.time_cond_proj_dim is not None:
+        raise ConfigError(f"this U-Net already has a guidance projection (time_cond_proj_dim={unet.config.time_cond_proj_dim})")
+    weight = next(unet.parameters())
+    with torch.device("meta"):
+        student = UNet3D(unet.config.replace(time_cond_proj_dim=dim))
+    # Same attribute name: keeps its place in the state-dict order.
+    student.time_cond_proj = nn.Linear(dim, unet.config.model_channels, bias=False, device=weight.device, dtype=weight.dtype)
+    missing, unexpected = student.load_state_dict(unet.state_dict(), strict=False, assign=True)
+    if missing != ["time_cond_proj.weight"] or unexpected:
+        raise ConfigError(f"cannot add a guidance projection to this U-Net: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    student.train(unet.training)
+    return student
+
+
+def _per_sample(values: Tensor, like: Tensor) -> Tensor:
+    return values.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _check_pair(student: nn.Module, teacher: nn.Module) -> None:
+    s, t = getattr(student, "config", None), getattr(teacher, "config", None)
+    if s is None or t is None:
+        raise ConfigError("the student and the teacher must be UNet3D modules (with a .config)")
+    if not s.time_cond_proj_dim:
+        raise ConfigError(
+            "the student has no guidance projection (time_cond_proj_dim): wrap it with add_guidance_projection(unet) "
+            "or build it from a student preset such as hb-0.7b"
+        )
+    if t.time_cond_proj_dim:
+        raise ConfigError("the teacher must be a U-Net without a guidance projection (e.g. vc2); it is run with CFG")
+    for name in ("in_channels", "out_channels", "context_dim"):
+        if getattr(s, name) != getattr(t, name):
+            raise ConfigError(f"student and teacher differ in {name} ({getattr(s, name)} vs {getattr(t, name)})")
+
+
+class _TargetEMA(nn.Module):
+    """EMA of the student's trainable weights; the target runs the student with these swapped in."""
+
+    def __init__(self, student: nn.Module, decay: float) -> None:
+        super().__init__()
+        self.decay = decay
+        self.names = [name for name, p in student.named_parameters() if p.requires_grad]
+        if not self.names:
+            raise ConfigError("target='ema' needs a student with trainable parameters")
+        # Buffers (not parameters): moved with the objective, never optimised. Names cannot contain dots.
+        # At least float32, so that half-precision weights do not round the average away.
+        for i, name in enumerate(self.names):
+            weight = student.get_parameter(name).detach()
+            self.register_buffer(f"w{i}", weight.to(torch.promote_types(weight.dtype, torch.float32)).clone())
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {name: getattr(self, f"w{i}") for i, name in enumerate(self.names)}
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        for name, shadow in self.tensors().items():
+            shadow.lerp_(student.get_parameter(name).detach().to(shadow.dtype), 1.0 - self.decay)
+
+
+class ConsistencyDistillationObjective(Objective):
+    """Stage-2 loss: consistency distillation from a CFG-guided DDIM teacher, plus optional reward terms.
+
+    ``student``: a UNet3D with a guidance projection, with LoRA injected (training.lora) or fully
+    trainable. ``teacher``: a UNet3D without one; frozen here and kept in eval mode. ``vae``: the
+    frozen VideoVAE, needed only by reward terms. ``alphas_cumprod`` defaults to the float32
+    scaled-linear table of the T2V-Turbo scheduler.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        alphas_cumprod: Tensor | None = None,
+        config: ConsistencyDistillationConfig | None = None,
+        *,
+        rewards: Sequence[RewardTerm] = (),
+        vae: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = c = config or ConsistencyDistillationConfig()
+        _check_pair(student, teacher)
+        if rewards and vae is None:
+            raise ConfigError("reward terms score decoded frames: pass the frozen VAE (vae=...)")
+        self.model = student
+        self.teacher = teacher.requires_grad_(False).eval().to(_TEACHER_DTYPES[c.teacher_dtype])
+        self.vae = vae.requires_grad_(False).eval() if vae is not None else None
+        self.rewards = list(rewards)
+        # Reward networks move with the objective and are never trained (their input gradients still flow).
+        self.reward_models = nn.ModuleList(
+            [t.model.requires_grad_(False).eval() for t in self.rewards if isinstance(t.model, nn.Module)]
+        )
+
+        if alphas_cumprod is None:
+            alphas_cumprod = scaled_linear_alphas_cumprod(precision="float32")
+        num_train_timesteps = alphas_cumprod.numel()
+        solver_timesteps = ddim_solver_timesteps(c.num_ddim_timesteps, num_train_timesteps)
+        check_alphas_cumprod(alphas_cumprod, int(solver_timesteps.max()))
+        spacing = solver_spacing(c.num_ddim_timesteps, num_train_timesteps)
+        if c.skip != spacing:
+            raise ConfigError(
+                f"skip={c.skip} must equal the solver grid spacing {spacing} ({num_train_timesteps} // "
+                f"{c.num_ddim_timesteps}): the DDIM step lands on the previous grid point"
+            )
+        alphas_prev = solver_alphas_cumprod_prev(alphas_cumprod, solver_timesteps)
+        # Non-persistent: derived from the settings, so nothing of this goes into checkpoints.
+        self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
+        self.register_buffer("solver_timesteps", solver_timesteps, persistent=False)
+        self.register_buffer(
+            "solver_alphas_prev", alphas_prev if c.float64_solver else alphas_prev.float(), persistent=False
+        )
+        self.target_ema = _TargetEMA(student, c.target_ema_decay) if c.target == "ema" else None
+
+    # ----------------------------------------------------------------------------- module state
+
+    def train(self, mode: bool = True) -> ConsistencyDistillationObjective:
+        """Train mode reaches the student only: teacher, VAE and reward models stay in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        if self.vae is not None:
+            self.vae.eval()
+        self.reward_models.eval()
+        return self
+
+    def after_optimizer_step(self) -> None:
+        """Called by the loop after every optimizer step: moves the EMA target (no-op for 'online')."""
+        if self.target_ema is not None:
+            self.target_ema.update(self.model)
+
+    def extra_state_dict(self) -> dict[str, Tensor]:
+        """What a checkpoint must hold besides the student to resume exactly: the EMA target weights."""
+        if self.target_ema is None:
+            return {}
+        return {_EMA_PREFIX + name: t.detach().clone() for name, t in self.target_ema.tensors().items()}
+
+    def load_extra_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore the EMA target; an empty ``state`` (a checkpoint written with target='online')
+        restarts the average from the current student weights."""
+        if self.target_ema is None:
+            super().load_extra_state_dict(state)
+            return
+        if not state:
+            self.target_ema = _TargetEMA(self.model, self.config.target_ema_decay)
+            return
+        expected = {_EMA_PREFIX + name for name in self.target_ema.names}
+        if set(state) != expected:
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise CheckpointError(
+                f"the checkpoint's EMA-target weights do not fit this student: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}; resume with the student and LoRA settings it was written with"
+            )
+        with torch.no_grad():
+            for name, shadow in self.target_ema.tensors().items():
+                shadow.copy_(state[_EMA_PREFIX + name])
+
+    def exportable_unet(self, trained: nn.Module) -> nn.Module:
+        """The student with its LoRA merged (into a copy); a fully trained student as it is."""
+        return merge_lora(copy.deepcopy(trained)) if has_lora(trained) else trained
+
+    def pipeline_config(self, defaults: SamplingDefaults) -> PipelineConfig:
+        return PipelineConfig(
+            sampler="consistency",
+            defaults=defaults,
+            num_train_timesteps=self.alphas_cumprod.numel(),
+            origin_steps=self.config.num_ddim_timesteps,
+        )
+
+    # ----------------------------------------------------------------------------- the loss
+
+    def draw(self, latents: Tensor, generator: torch.Generator | None = None) -> ConsistencyDraws:
+        """Solver index, noise and guidance scale per sample, in the official order."""
+        c = self.config
+        b, device = latents.shape[0], latents.device
+        index = torch.randint(0, c.num_ddim_timesteps, (b,), generator=generator, device=device)
+        noise = torch.randn(latents.shape, generator=generator, device=device, dtype=torch.float32)
+        w = (c.w_max - c.w_min) * torch.rand((b,), generator=generator, device=device) + c.w_min
+        return ConsistencyDraws(index=index, noise=noise.to(latents.dtype), w=w)
+
+    def forward(self, batch: TrainBatch, generator: torch.Generator | None = None) -> ObjectiveOutput:
+        terms = self.distillation_terms(batch, self.draw(batch.latents, generator))
+        logs: dict[str, float | Tensor] = {"loss_cd": terms.loss.detach()}
+        loss = terms.loss
+        if self.rewards:
+            reward_loss, reward_logs = self.reward_loss(terms.f_theta, batch.captions, generator)
+            loss = loss + reward_loss
+            logs.update(reward_logs)
+        return ObjectiveOutput(loss=loss, logs=logs)
+
+    def _target_model(self, *args: Any, **kwargs: Any) -> Tensor:
+        if self.target_ema is None:
+            return self.model(*args, **kwargs)
+        weights = {
+            name: shadow.to(self.model.get_parameter(name).dtype) for name, shadow in self.target_ema.tensors().items()
+        }
+        return functional_call(self.model, weights, args, kwargs)
+
+    def distillation_terms(self, batch: TrainBatch, draws: ConsistencyDraws) -> ConsistencyTerms:
+        """The consistency loss for explicit draws; ``forward`` calls it after drawing them."""
+        c = self.config
+        z0 = batch.latents.float()
+        noise = draws.noise.float()
+        if noise.shape != z0.shape:
+            raise ConfigError(f"noise {tuple(noise.shape)} must have the latents' shape {tuple(z0.shape)}")
+        fps = c.fps if c.fps is not None else batch.fps
+        w = draws.w.to(device=z0.device, dtype=torch.float32)
+        index = draws.index.to(z0.device)
+
+        t_s, t_e = solver_interval(index, self.solver_timesteps, c.skip)
+        alpha_s, alpha_e = self.alphas_cumprod[t_s], self.alphas_cumprod[t_e]
+        alpha_prev = self.solver_alphas_prev[index]
+        c_skip_s, c_out_s = consistency_boundary_scalings(t_s, c.sigma_data, c.timestep_scaling)
+        c_skip_e, c_out_e = consistency_boundary_scalings(t_e, c.sigma_data, c.timestep_scaling)
+        w_embedding = guidance_scale_embedding(w, self.model.config.time_cond_proj_dim)
+
+        z_ts = _per_sample(alpha_s, z0).sqrt() * z0 + _per_sample(1.0 - alpha_s, z0).sqrt() * noise
+        student_eps = self.model(z_ts, t_s, batch.context, fps=fps, timestep_cond=w_embedding).float()
+        student_x0 = predicted_original_sample(z_ts, student_eps, alpha_s)
+        f_theta = _per_sample(c_skip_s, z_ts) * z_ts + _per_sample(c_out_s, z_ts) * student_x0
+
+        with torch.no_grad():
+            eps_cond = self.teacher(z_ts, t_s, batch.context, fps=fps).float()
+            uncond_fps = None if c.uncond_fps_quirk else fps  # None: the U-Net's default fps (16)
+            eps_uncond = self.teacher(z_ts, t_s, batch.uncond_context, fps=uncond_fps).float()
+            x0_cond = predicted_original_sample(z_ts, eps_cond, alpha_s)
+            x0_uncond = predicted_original_sample(z_ts, eps_uncond, alpha_s)
+            guided_x0 = lcm_guidance(x0_cond, x0_uncond, w)
+            guided_eps = lcm_guidance(eps_cond, eps_uncond, w)
+            z_te = ddim_step(guided_x0, guided_eps, alpha_prev)
+
+            target_eps = self._target_model(
+                z_te.float(), t_e, batch.context, fps=fps, timestep_cond=w_embedding
+            ).float()
+            target_x0 = predicted_original_sample(z_te, target_eps, alpha_e)
+            target = _per_sample(c_skip_e, z_te) * z_te + _per_sample(c_out_e, z_te) * target_x0
+
+        difference = f_theta.float() - target.float()
+        loss = torch.mean(torch.sqrt(difference**2 + c.huber_c**2) - c.huber_c)
+        return ConsistencyTerms(
+            start_timesteps=t_s,
+            end_timesteps=t_e,
+            alpha_prev=alpha_prev,
+            c_skip_start=c_skip_s,
+            c_out_start=c_out_s,
+            c_skip_end=c_skip_e,
+            c_out_end=c_out_e,
+            w_embedding=w_embedding,
+            z_ts=z_ts,
+            student_eps=student_eps,
+            student_x0=student_x0,
+            f_theta=f_theta,
+            teacher_eps_cond=eps_cond,
+            teacher_eps_uncond=eps_uncond,
+            teacher_x0_cond=x0_cond,
+            teacher_x0_uncond=x0_uncond,
+            guided_x0=guided_x0,
+            guided_eps=guided_eps,
+            z_te=z_te,
+            target_eps=target_eps,
+            target_x0=target_x0,
+            target=target,
+            loss=loss,
+        )
+
+    def reward_loss(
+        self, f_theta: Tensor, prompts: Sequence[str], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Σ −weight·mean(score) over the reward terms, and each term's mean score to log.
+
+        Frames of the one-step prediction are decoded by the frozen VAE with gradients, so the
+        reward gradient reaches the student's trainable weights through the decoder.
+        """
+        if len(prompts) != f_theta.shape[0]:
+            raise ConfigError(
+                f"reward terms need one caption per clip, got {len(prompts)} for {f_theta.shape[0]} clips"
+            )
+        total = f_theta.new_zeros(())
+        logs: dict[str, Tensor] = {}
+        for term in self.rewards:
+            index = select_reward_frames(term.model.kind, f_theta.shape[2], term.num_frames, generator)
+            frames = self.vae.decode(f_theta[:, :, index.to(f_theta.device)])  # (b, 3, n, H, W) in about [-1, 1]
+            frames = (frames.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)
+            score = term.model.score(frames, list(prompts))
+            total = total - term.weight * score.float().mean()
+            logs[f"reward_{term.name}"] = score.detach().float().mean()
+        return total, logs
+
