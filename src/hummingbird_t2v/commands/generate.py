@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("prompt", nargs="?", help="the text prompt (or use --prompt-file)")
     parser.add_argument("--prompt-file", type=Path, help="a text file with one prompt per line")
-    parser.add_argument("--weights", help="model folder, checkpoint file (.ckpt/.pt/.safetensors) or hub id")
+    parser.add_argument("--weights", help="model folder, checkpoint file (.ckpt/.pt/.safetensors) or hub id (default: the built-in toy model)")
     parser.add_argument("--model", help="preset the weights must match: vc2, hb-0.9b, hb-0.7b (checked, optional)")
     parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one video per seed (default: 0)")
     parser.add_argument("--steps", type=int, help="sampling steps (students: 4 or 8; teacher: 50)")
@@ -86,8 +86,24 @@ def ensure_writable(folder: Path) -> None:
         raise ConfigError(f"cannot write to {folder}: {error.strerror}; choose another -o/--output") from None
 
 
+def builtin_weights(model: str | None) -> str:
+    """No --weights: the toy-world model that ships with the package (it knows only toy prompts)."""
+    from hummingbird_t2v.toyworld.builtin import builtin_model_folder
+    from hummingbird_t2v.toyworld.vocabulary import describe_vocabulary
+
+    folder = builtin_model_folder()
+    if folder is None or model is not None:
+        raise ConfigError(
+            "no --weights given: pass a model folder, a checkpoint file or a hub id, e.g. --weights 07B_merged_all.pt"
+            + ("" if folder is None else " (the built-in toy model has no --model preset)")
+        )
+    print("using the built-in toy model (no --weights given); it was trained on the procedural toy world only.")
+    print(describe_vocabulary())
+    return str(folder)
+
+
 def run(args: argparse.Namespace) -> int:
-    from hummingbird_t2v.pipelines.export import export_video
+    from hummingbird_t2v.pipelines.export import export_to_video
     from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
 
     prompts = read_prompts(args)
@@ -101,13 +117,9 @@ def run(args: argparse.Namespace) -> int:
     dtype = resolve_dtype(args.dtype, device)
     jobs = plan_outputs(args.output, prompts, args.seed, args.format)
 
-    if args.weights is None:
-        raise ConfigError(
-            "no --weights given and this version has no built-in model yet; pass a model folder, a checkpoint "
-            "file or a hub id, e.g. --weights 07B_merged_all.pt"
-        )
-    print(f"loading {args.weights} on {device} ({str(dtype).removeprefix('torch.')})", flush=True)
-    pipe = HummingbirdPipeline.from_pretrained(args.weights, torch_dtype=dtype, device=device, model=args.model)
+    weights = args.weights or builtin_weights(args.model)
+    print(f"loading {weights} on {device} ({str(dtype).removeprefix('torch.')})", flush=True)
+    pipe = HummingbirdPipeline.from_pretrained(weights, torch_dtype=dtype, device=device, model=args.model)
     fps = args.fps or pipe.config.defaults.fps
     for prompt, seed, path in jobs:
         generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -125,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             decode_chunk_size=args.decode_chunk_size,
             progress=not args.no_progress,
         )
-        export_video(result.frames[0], path, fps)
+        export_to_video(result.frames[0], path, fps)
         print(f"wrote {path} ({time.perf_counter() - start:.1f} s, seed {seed})", flush=True)
     return 0
 

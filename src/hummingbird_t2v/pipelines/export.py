@@ -13,7 +13,7 @@ from hummingbird_t2v.pipelines.hummingbird import to_uint8
 VIDEO_FORMATS = ("mp4", "gif")
 
 
-def export_video(frames: np.ndarray, path: str | Path, fps: float, *, crf: int = 10) -> Path:
+def export_to_video(frames: np.ndarray, path: str | Path, fps: float, *, crf: int = 10) -> Path:
     """`frames` (T, H, W, 3), float in [0, 1] or uint8. The format follows the suffix (.mp4 or .gif).
     crf 10 is what the official inference script writes: near-lossless."""
     path = Path(path)
