@@ -64,6 +64,28 @@ def test_info_describes_files_and_folders(golden_dir, tiny_folder, capsys):
     assert code == 0 and "U-Net preset: tiny-hb-0.7b" in out and "consistency" in out
 
 
+@pytest.mark.parametrize("container", ["pickled_module", "deepspeed", "safetensors"])
+def test_info_reads_every_checkpoint_format(container, golden_dir, tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    if container == "pickled_module":
+        path, preset = golden_dir / "tiny_release_pickled.pt", "tiny-hb-0.7b"
+    else:
+        state = torch.load(golden_dir / "tiny_vc2_lightning.ckpt", weights_only=True)["state_dict"]
+        preset = "tiny-vc2"
+        if container == "deepspeed":
+            path = tmp_path / "mp_rank_00_model_states.pt"
+            torch.save({"module": {f"_forward_module.{k}": v for k, v in state.items()}}, path)
+        else:
+            path = tmp_path / "model.safetensors"
+            save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    code, out, _ = run_cli("info", str(path), capsys=capsys)
+    assert code == 0
+    assert f"format: {container}" in out and f"U-Net preset: {preset}" in out
+    assert "vae: 1,399,879 parameters" in out and "text_encoder: 1,622,721 parameters" in out
+
+
 def _bad_inputs(tiny_folder: Path, tmp_path: Path) -> list[tuple[list[str], str]]:
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
