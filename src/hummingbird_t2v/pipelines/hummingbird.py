@@ -118,12 +118,20 @@ class HummingbirdPipeline:
             expected = get_unet_preset(model)
             found = UNetConfig.from_dict(read_json(folder / "unet" / CONFIG_NAME))
             if found != expected:
-                raise CheckpointError(f"{folder} does not fit the '{model}' U-Net: its unet/config.json describes another structure; drop --model or pick the matching preset")
+                raise CheckpointError(
+                    f"{folder} does not fit the '{model}' U-Net: its unet/config.json describes another structure; "
+                    "drop --model or pick the matching preset"
+                )
         classes = index.get("components", {})
         if set(classes) != set(cls.COMPONENTS):
-            raise CheckpointError(f"{folder / INDEX_NAME} must name the class of each of {cls.COMPONENTS} under 'components'")
+            raise CheckpointError(
+                f"{folder / INDEX_NAME} must name the class of each of {cls.COMPONENTS} under 'components'; "
+                "re-create the folder with `hummingbird convert`"
+            )
         modules = [
-            load_component(folder / name, lambda c, n=name: build_component(classes[n], c), dtype=torch_dtype, device=device)
+            load_component(
+                folder / name, lambda c, n=name: build_component(classes[n], c), dtype=torch_dtype, device=device
+            )
             for name in cls.COMPONENTS
         ]
         return cls(*modules, config)
