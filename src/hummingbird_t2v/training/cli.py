@@ -1,11 +1,13 @@
 """`hummingbird train ...`: one sub-command per registered objective, plus `export`.
 
     hummingbird train base --config configs/toy_teacher.yaml [--set optim.lr=1e-4 ...] [--resume] [--output DIR]
+    hummingbird train distill --config configs/toy_distill.yaml            # stage 1
+    hummingbird train consistency --config configs/toy_consistency.yaml    # stage 2
     hummingbird train export --run DIR [--checkpoint DIR] [-o OUT]
+    hummingbird train merge-lora --run DIR | --checkpoint DIR -o OUT
 
-Objectives bring their own sub-command (`ObjectiveSpec.command`, see training.objectives), so
-`train distill` and `train consistency` appear once their modules exist. Multi-process runs use
-the same command under a launcher:
+Objectives bring their own sub-command (`ObjectiveSpec.command`, see training.objectives).
+Multi-process runs use the same command under a launcher:
 
     torchrun --nproc_per_node 4 -m hummingbird_t2v.cli train base --config ...
     accelerate launch -m hummingbird_t2v.cli train base --config ...
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 from hummingbird_t2v.errors import ConfigError
@@ -111,6 +114,66 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_merge_lora_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "merge-lora",
+        help="merge a stage-2 run's LoRA weights into a plain U-Net folder",
+        description="Fold the LoRA weights of a `train consistency` checkpoint into the student's weights and write "
+        "a U-Net component folder (config.json + model.safetensors), usable as model.unet.path or as a model "
+        "folder's unet/. The LoRA scale and the U-Net config come from the run's config.yaml. "
+        "`train export` writes a whole model folder (with the merged U-Net) instead.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a training run folder (its newest checkpoint is merged)")
+    source.add_argument("--checkpoint", help="a checkpoint folder, e.g. RUN/checkpoints/step-00001000")
+    parser.add_argument("-o", "--output", required=True, help="the U-Net folder to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.set_defaults(func=_run_merge_lora)
+
+
+def _run_merge_lora(args: argparse.Namespace) -> int:
+    from hummingbird_t2v.training.lora import merge_and_save
+
+    source = Path(args.run or args.checkpoint).expanduser()
+    run_dir = source if args.run else source.parent.parent  # RUN/checkpoints/step-N
+    alpha, config = _lora_settings_of_run(run_dir)
+    folder = merge_and_save(source, args.output, alpha=alpha, config=config, overwrite=args.overwrite)
+    print(f"merged U-Net folder: {folder}")
+    return 0
+
+
+def _lora_settings_of_run(run_dir: Path) -> tuple[float | None, Any]:
+    """(LoRA alpha, the student's UNetConfig or None) from a stage-2 run's config.yaml."""
+    from hummingbird_t2v.training.components import unet_config_of_spec
+    from hummingbird_t2v.training.config import load_config
+    from hummingbird_t2v.training.loop import CONFIG_FILE
+    from hummingbird_t2v.training.objectives import parse_objective_settings
+    from hummingbird_t2v.training.objectives.consistency import (
+        ConsistencySettings,
+        consistency_student_config,
+    )
+
+    config_file = run_dir / CONFIG_FILE
+    if not config_file.is_file():
+        logging.getLogger(__name__).warning(
+            "%s not found: merging with LoRA scale 1.0 and a U-Net config inferred from the weights", config_file
+        )
+        return None, None
+    config = load_config(config_file)
+    _, settings = parse_objective_settings(config.objective)
+    if not isinstance(settings, ConsistencySettings):
+        raise ConfigError(
+            f"{run_dir} trained objective {config.objective['name']!r}, which has no LoRA weights; "
+            "use `hummingbird train export` for its model folder"
+        )
+    if settings.trainable != "lora":
+        raise ConfigError(
+            f"{run_dir} fine-tuned the whole student (objective.trainable: {settings.trainable}); there is no LoRA "
+            "to merge: use `hummingbird train export` for its model folder"
+        )
+    return settings.lora.alpha, consistency_student_config(settings, unet_config_of_spec(config.model.unet))
+
+
 def _configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO,
@@ -124,14 +187,15 @@ def add_parser(subparsers: Any) -> None:
 
     parser = subparsers.add_parser(
         "train",
-        help="train a model (base/teacher diffusion; distillation stages as they are added)",
-        description="Train with one of the registered objectives, or export a run's model folder.",
+        help="train a model: base/teacher diffusion, stage-1 distillation, stage-2 consistency distillation",
+        description="Train with one of the registered objectives, export a run's model folder, or merge a stage-2 run's LoRA.",
     )
     stages = parser.add_subparsers(dest="train_command", metavar="STAGE")
     for spec in sorted(available_objectives().values(), key=lambda s: s.name):
         if spec.command:
             _add_objective_command(stages, spec)
     _add_export_command(stages)
+    _add_merge_lora_command(stages)
 
     def show_help(_: argparse.Namespace) -> int:
         parser.print_help()

@@ -5,6 +5,10 @@ preset and/or config fields (built with random weights, seeded by `model.init_se
 rank builds the same network). The text encoder can be any registered module with
 `encode(prompts) -> (b, L, d)`; the VAE any module with `encode(frames)` / `decode(latents)`
 and a `config` carrying `latent_channels` and `downsample_factor`.
+
+A U-Net (`model.unet.path`, or the teachers and students of the distillation objectives, see
+`load_unet`) can also come from a checkpoint file in any format `checkpoints.formats` reads: a
+full VideoCrafter2 / Hummingbird checkpoint (only its U-Net is used) or bare U-Net weights.
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import init_empty_weights
 from torch import nn
 
+from hummingbird_t2v.checkpoints.components import split_components
 from hummingbird_t2v.checkpoints.folder import (
     CONFIG_NAME,
     INDEX_NAME,
+    assign_state_dict,
     load_component,
     read_json,
 )
-from hummingbird_t2v.errors import ConfigError
+from hummingbird_t2v.checkpoints.formats import read_checkpoint
+from hummingbird_t2v.checkpoints.unet_keys import infer_unet_config, match_unet_preset
+from hummingbird_t2v.errors import CheckpointError, ConfigError
 from hummingbird_t2v.models.registry import COMPONENT_CLASSES, build_component
-from hummingbird_t2v.models.unet_config import get_unet_preset
+from hummingbird_t2v.models.unet import UNet3D
+from hummingbird_t2v.models.unet_config import UNetConfig, get_unet_preset
 from hummingbird_t2v.training.config import ComponentSpec, ModelConfig
 
 __all__ = [
@@ -33,6 +43,9 @@ __all__ = [
     "build_from_spec",
     "check_compatible",
     "freeze",
+    "load_unet",
+    "unet_config_at",
+    "unet_config_of_spec",
 ]
 
 # The class a role gets when the spec names none.
@@ -79,12 +92,19 @@ def build_from_spec(spec: ComponentSpec, role: str) -> nn.Module:
         path = Path(spec.path).expanduser()
         if not path.exists():
             raise ConfigError(f"model.{role}.path {path} does not exist; point it at a model or component folder")
-        folder, indexed_class = _folder_for(path, role)
-        class_name = spec.class_name or indexed_class or DEFAULT_CLASSES[role]
         if spec.preset or spec.config:
             raise ConfigError(
                 f"model.{role}: give either path (load weights) or preset/config (build afresh), not both"
             )
+        if path.is_file():
+            if role != "unet" or (spec.class_name or "UNet3D") != "UNet3D":
+                raise ConfigError(
+                    f"model.{role}.path {path} is a file; only a U-Net loads from a checkpoint file. Convert the "
+                    f"checkpoint into a model folder (hummingbird convert {path} DIR) and point model.{role}.path at DIR"
+                )
+            return load_unet(path, what="model.unet")
+        folder, indexed_class = _folder_for(path, role)
+        class_name = spec.class_name or indexed_class or DEFAULT_CLASSES[role]
         _require_registered(class_name, role)
         return load_component(folder, lambda config: build_component(class_name, config))
     class_name = spec.class_name or DEFAULT_CLASSES[role]
@@ -94,6 +114,52 @@ def build_from_spec(spec: ComponentSpec, role: str) -> nn.Module:
     if not config:
         raise ConfigError(f"model.{role} needs a path, a preset or config fields")
     return build_component(class_name, config)
+
+
+def load_unet(path: str | Path, *, what: str = "U-Net") -> nn.Module:
+    """A U-Net in eval mode from a model folder (its unet/), a U-Net component folder, or a checkpoint
+    file (a full VC2 / Hummingbird checkpoint, of which only the U-Net is read, or bare U-Net weights).
+
+    `what` names the setting in error messages (e.g. "objective.student").
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"{what} {path} does not exist; give a model folder, a U-Net folder or a checkpoint file")
+    if path.is_dir():
+        folder, indexed_class = _folder_for(path, "unet")
+        class_name = indexed_class or DEFAULT_CLASSES["unet"]
+        _require_registered(class_name, "unet")
+        return load_component(folder, lambda config: build_component(class_name, config))
+    # Floats are read as float32: what is trained and the teacher's default precision.
+    unet_weights = split_components(read_checkpoint(path).state_dict).unet
+    if not unet_weights:
+        raise CheckpointError(
+            f"{what} {path} holds no U-Net weights (official names, optionally prefixed model.diffusion_model.); "
+            "give a VideoCrafter2 / Hummingbird checkpoint, a model folder or a U-Net folder"
+        )
+    preset = match_unet_preset(unet_weights)
+    config = get_unet_preset(preset) if preset else infer_unet_config(unet_weights)
+    with init_empty_weights(include_buffers=False):  # parameters on the meta device, buffers real
+        unet = UNet3D(config)
+    return assign_state_dict(unet, unet_weights, component=f"the U-Net of {path}")
+
+
+def unet_config_at(path: str | Path) -> UNetConfig | None:
+    """The U-Net config stored in a model or U-Net folder, without loading weights (None for a file)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return None
+    folder, _ = _folder_for(path, "unet")
+    return UNetConfig.from_dict(read_json(folder / CONFIG_NAME))
+
+
+def unet_config_of_spec(spec: ComponentSpec) -> UNetConfig | None:
+    """The config of the U-Net a spec describes, without building it (None for a checkpoint file)."""
+    if spec.path:
+        return unet_config_at(spec.path)
+    config = _preset_config("UNet3D", spec.preset) if spec.preset else {}
+    config.update(spec.config)
+    return UNetConfig.from_dict(config)
 
 
 def _require_registered(class_name: str, role: str) -> None:

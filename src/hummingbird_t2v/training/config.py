@@ -118,6 +118,9 @@ class ConditioningConfig:
 
 @dataclass
 class OptimConfig:
+    # "adamw": torch's AdamW; "adamw8bit": bitsandbytes' 8-bit AdamW (the official stage 2's; GPU, needs
+    # `pip install bitsandbytes`), which quarters the optimizer state's memory.
+    name: Literal["adamw", "adamw8bit"] = "adamw"
     lr: float = 1.0e-4
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1.0e-8

@@ -66,6 +66,7 @@ __all__ = [
     "Trainer",
     "export_run",
     "lr_multiplier",
+    "make_optimizer",
     "resolve_mixed_precision",
 ]
 
@@ -109,6 +110,21 @@ def lr_multiplier(step: int, optim: OptimConfig, max_steps: int) -> float:
     progress = min(1.0, (step - optim.warmup_steps) / span)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
     return optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * cosine
+
+
+def make_optimizer(params: list[nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW over `params` (only what requires gradients, e.g. the LoRA weights), torch's or 8-bit."""
+    options = {"lr": optim.lr, "betas": optim.betas, "eps": optim.eps, "weight_decay": optim.weight_decay}
+    if optim.name == "adamw8bit":
+        try:
+            import bitsandbytes
+        except ImportError:
+            raise ConfigError(
+                "optim.name adamw8bit needs bitsandbytes: pip install bitsandbytes (it runs on CUDA GPUs), "
+                "or set optim.name=adamw"
+            ) from None
+        return bitsandbytes.optim.AdamW8bit(params, **options)
+    return torch.optim.AdamW(params, **options)
 
 
 def _make_accelerator(run: RunConfig) -> Accelerator:
@@ -190,13 +206,7 @@ class Trainer:
         if not self.params:
             raise ConfigError("the objective's trainable module has no parameters that require gradients")
         optim = config.optim
-        optimizer = torch.optim.AdamW(
-            self.params,
-            lr=optim.lr,
-            betas=optim.betas,
-            eps=optim.eps,
-            weight_decay=optim.weight_decay,
-        )
+        optimizer = make_optimizer(self.params, optim)
         # The scheduler is stepped once per optimizer step by this loop (accelerate's prepared
         # scheduler would step once per process).
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(

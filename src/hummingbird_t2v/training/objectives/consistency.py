@@ -26,13 +26,19 @@ Choices that differ from the released code, each a switch:
 * ``target="ema"``: the released T2V stage 2 has no target network (its ema_decay is unused);
   the EMA target follows the LCM paper. It is moved by ``after_optimizer_step()`` and checkpointed
   through ``extra_state_dict()`` (both called by the training loop).
+
+Registered as objective ``consistency`` (``hummingbird train consistency``, settings
+``ConsistencySettings``): the teacher is the config's ``model.unet``, the student ``objective.student``
+(or pruned with ``objective.layout``), given a guidance projection when it has none and LoRA or full
+fine-tuning (``objective.trainable``); ``objective.rewards`` builds the reward terms.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
@@ -61,17 +67,38 @@ from hummingbird_t2v.diffusion.schedule import (
 )
 from hummingbird_t2v.errors import CheckpointError, ConfigError
 from hummingbird_t2v.models.unet import UNet3D
+from hummingbird_t2v.models.unet_config import UNetConfig
 from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
-from hummingbird_t2v.training.lora import has_lora, merge_lora
+from hummingbird_t2v.training.lora import (
+    DEFAULT_CONV3D_DROPOUT,
+    DEFAULT_DROPOUT,
+    DEFAULT_RANK,
+    add_lora,
+    has_lora,
+    merge_lora,
+)
 from hummingbird_t2v.training.objective import Objective, ObjectiveOutput, TrainBatch
+from hummingbird_t2v.training.objectives import ObjectiveSpec, register_objective
+from hummingbird_t2v.training.objectives.students import (
+    check_student_source,
+    seeded,
+    student_config,
+    student_unet,
+)
 
 __all__ = [
     "ConsistencyDistillationConfig",
     "ConsistencyDistillationObjective",
     "ConsistencyDraws",
+    "ConsistencySettings",
     "ConsistencyTerms",
+    "LoraSettings",
+    "RewardSpec",
     "RewardTerm",
     "add_guidance_projection",
+    "build_consistency_objective",
+    "build_reward_terms",
+    "consistency_student_config",
     "select_reward_frames",
 ]
 
@@ -506,3 +533,136 @@ class ConsistencyDistillationObjective(Objective):
             logs[f"reward_{term.name}"] = score.detach().float().mean()
         return total, logs
 
+
+
+# ----------------------------------------------------------------------------- `hummingbird train consistency`
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """`objective.lora`: the adapter `trainable: lora` injects (training.lora.add_lora)."""
+
+    rank: int = DEFAULT_RANK
+    alpha: float | None = None  # None: scale 1.0, as released; else alpha / rank
+    dropout: float = DEFAULT_DROPOUT  # Linear and Conv2d layers
+    conv3d_dropout: float = DEFAULT_CONV3D_DROPOUT  # the temporal convs
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """One entry of `objective.rewards`: a reward model (rewards.build_reward_model) and its weight."""
+
+    name: str = ""  # hpsv2.1, clip, viclip, toy (or an alias)
+    weights: str | None = None  # the file or folder users bring; null for toy or options.random_weights
+    weight: float = 1.0
+    num_frames: int | None = None  # null: 5 random frames (image-text), the model's / 8 strided (video-text)
+    # The builder's keyword options; `dtype` is a name (float32, bfloat16, float16) and `preprocess` a
+    # mapping of rewards.preprocess.ImagePreprocess fields.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("every entry of objective.rewards needs a name: hpsv2.1, clip, viclip or toy")
+
+
+@dataclass(frozen=True)
+class ConsistencySettings(ConsistencyDistillationConfig):
+    """The `objective:` section of `hummingbird train consistency`: the loss settings of
+    `ConsistencyDistillationConfig` plus the student, what of it trains, and the reward terms.
+    The teacher is `model.unet` (frozen, eval mode); its VAE decodes frames for the rewards."""
+
+    # The stage-1 student: a model folder, U-Net folder or checkpoint file; or null and ...
+    student: str | None = None
+    # ... hb-0.9b, hb-0.7b or a LAYOUT.yaml: prune it from the teacher on the fly (skips stage 1; smoke tests).
+    layout: str | None = None
+    # Width of the guidance embedding projection added to a student that has none.
+    guidance_projection_dim: int = GUIDANCE_EMBEDDING_DIM
+    # "lora": only LoRA weights train (as released); "full": every student weight trains.
+    trainable: Literal["lora", "full"] = "lora"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    rewards: tuple[RewardSpec, ...] = ()
+    # Seed of the fresh weights (guidance projection, LoRA init): the same on every rank.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_student_source(self.student, self.layout)
+        if self.trainable not in ("lora", "full"):
+            raise ConfigError(f"objective.trainable must be 'lora' or 'full', got {self.trainable!r}")
+        if self.guidance_projection_dim < 1:
+            raise ConfigError(f"objective.guidance_projection_dim must be positive, got {self.guidance_projection_dim}")
+
+    def loss_config(self) -> ConsistencyDistillationConfig:
+        fields = dataclasses.fields(ConsistencyDistillationConfig)
+        return ConsistencyDistillationConfig(**{f.name: getattr(self, f.name) for f in fields})
+
+
+_REWARD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_reward_terms(specs: Sequence[RewardSpec]) -> list[RewardTerm]:
+    """Reward models from the config's entries (imported lazily: they pull in transformers)."""
+    from hummingbird_t2v.rewards.factory import build_reward_model
+    from hummingbird_t2v.rewards.preprocess import ImagePreprocess
+
+    terms: list[RewardTerm] = []
+    for i, spec in enumerate(specs):
+        options = dict(spec.options)
+        if isinstance(options.get("dtype"), str):
+            if options["dtype"] not in _REWARD_DTYPES:
+                raise ConfigError(f"objective.rewards[{i}].options.dtype must be one of {sorted(_REWARD_DTYPES)}")
+            options["dtype"] = _REWARD_DTYPES[options["dtype"]]
+        if isinstance(options.get("preprocess"), dict):
+            options["preprocess"] = ImagePreprocess(**options["preprocess"])
+        model = build_reward_model(spec.name, spec.weights, **options)
+        # Log names: the reward's name, numbered when the same reward appears twice.
+        name = spec.name.strip().lower()
+        taken = {term.name for term in terms}
+        if name in taken:
+            name = next(f"{name}_{n}" for n in range(2, len(specs) + 2) if f"{name}_{n}" not in taken)
+        terms.append(RewardTerm(model, spec.weight, spec.num_frames, name=name))
+    return terms
+
+
+def build_consistency_objective(settings: ConsistencySettings, components: Any) -> ConsistencyDistillationObjective:
+    teacher = components.unet
+    if not isinstance(teacher, UNet3D):
+        raise ConfigError(f"stage 2 distils a UNet3D teacher (model.unet), got {type(teacher).__name__}")
+    student = student_unet(settings.student, settings.layout, teacher)
+    with seeded(settings.seed):
+        if student.config.time_cond_proj_dim is None:
+            student = add_guidance_projection(student, settings.guidance_projection_dim)
+        if settings.trainable == "lora":
+            lora = settings.lora
+            add_lora(student, lora.rank, lora.alpha, lora.dropout, lora.conv3d_dropout)
+        else:
+            student.requires_grad_(True)
+    rewards = build_reward_terms(settings.rewards)
+    return ConsistencyDistillationObjective(
+        student,
+        teacher,
+        config=settings.loss_config(),
+        rewards=rewards,
+        vae=components.vae if rewards else None,
+    )
+
+
+def consistency_student_config(settings: ConsistencySettings, teacher: UNetConfig | None) -> UNetConfig | None:
+    """The trained student's plain U-Net config (with its guidance projection), without loading weights;
+    None when the student is a checkpoint file or the teacher's config is unknown."""
+    config = student_config(settings.student, settings.layout, teacher)
+    if config is None or config.time_cond_proj_dim is not None:
+        return config
+    return config.replace(time_cond_proj_dim=settings.guidance_projection_dim)
+
+
+register_objective(
+    ObjectiveSpec(
+        name="consistency",
+        command="consistency",
+        settings_class=ConsistencySettings,
+        build=build_consistency_objective,
+        description="stage 2: consistency distillation of the DDIM teacher (model.unet) into the stage-1 student "
+        "(objective.student), LoRA or full fine-tuning, with reward feedback (objective.rewards)",
+    )
+)

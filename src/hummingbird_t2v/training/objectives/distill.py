@@ -25,6 +25,10 @@ The teacher is deliberately *not* a registered sub-module: it never appears in `
   level (encoder and decoder) and of the middle block, where both have one. Level outputs have the same
   shape in any pruned layout, so no block map is needed. Teacher features come from its conditional pass.
 * `data_loss_weight`: the plain diffusion loss mean((ε_S − ε)²) against the true noise.
+
+Registered as objective `distill` (`hummingbird train distill`, settings `DistillSettings`): the teacher is
+the config's `model.unet`, the student `objective.student` (a path) or pruned from the teacher with
+`objective.layout` (training.objectives.students).
 """
 
 from __future__ import annotations
@@ -52,8 +56,20 @@ from hummingbird_t2v.models.unet import UNet3D
 from hummingbird_t2v.models.unet_config import UNetConfig
 from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
 from hummingbird_t2v.training.objective import Objective, ObjectiveOutput, TrainBatch
+from hummingbird_t2v.training.objectives import ObjectiveSpec, register_objective
+from hummingbird_t2v.training.objectives.students import (
+    check_student_source,
+    student_unet,
+)
 
-__all__ = ["Stage1DistillObjective", "Stage1Settings", "Stage1Terms", "level_output_modules"]
+__all__ = [
+    "DistillSettings",
+    "Stage1DistillObjective",
+    "Stage1Settings",
+    "Stage1Terms",
+    "build_distill_objective",
+    "level_output_modules",
+]
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -288,3 +304,47 @@ def _check_pair(student: UNetConfig, teacher: UNetConfig) -> None:
     differing = [f"{field}: student {getattr(student, field)} vs teacher {getattr(teacher, field)}" for field in same if getattr(student, field) != getattr(teacher, field)]
     if differing:
         raise ConfigError(f"the student was not pruned from this teacher ({'; '.join(differing)})")
+
+
+# ------------------------------------------------------------------------------ `hummingbird train distill`
+
+
+@dataclass(frozen=True)
+class DistillSettings(Stage1Settings):
+    """The `objective:` section of `hummingbird train distill`: the loss settings of `Stage1Settings` plus
+    where the student comes from. The teacher is `model.unet` (frozen; its VAE and text encoder are the
+    `model.vae` / `model.text_encoder` the batches are encoded with and the export ships)."""
+
+    # A model folder, U-Net folder or checkpoint file of the student (no guidance projection), e.g. the
+    # output of `hummingbird prune --no-guidance-projection`; or null and ...
+    student: str | None = None
+    # ... hb-0.9b, hb-0.7b or a LAYOUT.yaml: the student is pruned from the teacher when the run starts.
+    layout: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_student_source(self.student, self.layout)
+
+    def loss_settings(self) -> Stage1Settings:
+        return Stage1Settings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Stage1Settings)})
+
+
+def build_distill_objective(settings: DistillSettings, components) -> Stage1DistillObjective:
+    teacher = components.unet
+    if not isinstance(teacher, UNet3D):
+        raise ConfigError(f"stage 1 distils a UNet3D teacher (model.unet), got {type(teacher).__name__}")
+    student = student_unet(settings.student, settings.layout, teacher)
+    student.requires_grad_(True)  # the whole student is trained (§1.3)
+    return Stage1DistillObjective(student, teacher, settings.loss_settings())
+
+
+register_objective(
+    ObjectiveSpec(
+        name="distill",
+        command="distill",
+        settings_class=DistillSettings,
+        build=build_distill_objective,
+        description="stage 1: distil the CFG-guided teacher (model.unet) into a pruned student (objective.student "
+        "or objective.layout)",
+    )
+)
