@@ -16,11 +16,13 @@ from hummingbird_t2v.models.text_encoder import OpenCLIPTextEncoder, TextEncoder
 from hummingbird_t2v.models.unet import UNet3D
 from hummingbird_t2v.models.unet_config import UNetConfig
 from hummingbird_t2v.models.vae import VAEConfig, VideoVAE
+from hummingbird_t2v.models.word_text_encoder import WordTextEncoder, WordTextEncoderConfig
 
 COMPONENT_CLASSES: dict[str, tuple[type[nn.Module], Any]] = {
     "UNet3D": (UNet3D, UNetConfig),
     "VideoVAE": (VideoVAE, VAEConfig),
     "OpenCLIPTextEncoder": (OpenCLIPTextEncoder, TextEncoderConfig),
+    "WordTextEncoder": (WordTextEncoder, WordTextEncoderConfig),
 }
 
 

@@ -1,0 +1,422 @@
+"""The toy evaluator: a small video classifier that reads a clip's attributes back from its pixels.
+
+Given a video made from a toy prompt, it predicts the first object's shape, colour, size and
+motion, the camera move and the background kind; comparing those with the prompt's attributes
+gives per-attribute accuracy, the toy world's answer to "does the model follow the prompt?".
+Later issues use it to compare the teacher, pruned and distilled students.
+
+The network is a (2+1)D convolution stack (a spatial 3x3 then a temporal 3 convolution per stage,
+as R(2+1)D factorises 3D convolutions) over 8 frames spread evenly over the clip, at 64x64. The
+last feature map keeps a 4x4 spatial grid and two time steps, flattened into the linear heads, so
+a head knows where things are (the first object is the left one in two-object scenes) and how they
+changed. It is trained on rendered toy clips of the training world, 30 % of them degraded (blur,
+noise, compression, frame drops, flicker) so that imperfect generated videos are still read.
+
+Reproduce the shipped evaluator (about 15 minutes on 2 CPU threads):
+    python -m hummingbird_t2v.toyworld.evaluator --out src/hummingbird_t2v/assets/toy/evaluator
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hummingbird_t2v.checkpoints.folder import CONFIG_NAME, load_component, read_json, save_component, write_json
+from hummingbird_t2v.errors import ConfigError
+from hummingbird_t2v.eval.flicker import mean_temporal_flickering
+from hummingbird_t2v.pipelines.hummingbird import to_uint8
+from hummingbird_t2v.toyworld.captions import canonical_caption, paraphrase_caption
+from hummingbird_t2v.toyworld.components import ASSET_DIR, HELD_OUT_WORLD_SEED, TRAIN_WORLD_SEED
+from hummingbird_t2v.toyworld.degradations import Degradation
+from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
+from hummingbird_t2v.toyworld.labels import ATTRIBUTE_CLASSES, label_tensor, scene_attributes
+from hummingbird_t2v.toyworld.vocabulary import DEGRADATIONS
+
+__all__ = [
+    "EVALUATOR_ATTRIBUTES",
+    "EVAL_WORLD_SEED",
+    "TOY_EVALUATOR_DIR",
+    "EvaluatorTraining",
+    "ToyEvalResult",
+    "ToyEvaluatorConfig",
+    "ToyVideoClassifier",
+    "accuracy_by_attribute",
+    "chance_accuracy",
+    "eval_scenes",
+    "evaluate_pipeline",
+    "evaluate_real_clips",
+    "evaluate_videos",
+    "format_eval_table",
+    "load_toy_evaluator",
+    "train_toy_evaluator",
+]
+
+TOY_EVALUATOR_DIR = ASSET_DIR / "evaluator"
+TRAINING_RECORD = "training.json"
+EVALUATOR_ATTRIBUTES = ("shape", "color", "size", "motion", "camera", "background")
+
+
+@dataclass(frozen=True)
+class ToyEvaluatorConfig:
+    num_frames: int = 8  # frames the network sees, spread evenly over any input clip
+    height: int = 64
+    width: int = 64
+    stem_channels: int = 32
+    stage_channels: tuple[int, ...] = (48, 96, 128)
+    temporal_strides: tuple[int, ...] = (1, 2, 2)
+    attributes: tuple[str, ...] = EVALUATOR_ATTRIBUTES
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stage_channels", tuple(int(c) for c in self.stage_channels))
+        object.__setattr__(self, "temporal_strides", tuple(int(s) for s in self.temporal_strides))
+        object.__setattr__(self, "attributes", tuple(self.attributes))
+        if len(self.stage_channels) != len(self.temporal_strides) or not self.stage_channels:
+            raise ConfigError("ToyEvaluatorConfig needs one temporal stride per stage and at least one stage")
+        unknown = [a for a in self.attributes if a not in ATTRIBUTE_CLASSES]
+        if unknown or not self.attributes:
+            raise ConfigError(f"unknown evaluator attributes {unknown}; choose from {', '.join(ATTRIBUTE_CLASSES)}")
+        reduction = 2 ** (len(self.stage_channels) + 1)
+        if self.height % reduction or self.width % reduction or self.num_frames % math.prod(self.temporal_strides):
+            raise ConfigError(f"evaluator input {self.num_frames}x{self.height}x{self.width} does not divide by its strides")
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int, int]:
+        reduction = 2 ** (len(self.stage_channels) + 1)
+        frames = self.num_frames // math.prod(self.temporal_strides)
+        return (self.stage_channels[-1], frames, self.height // reduction, self.width // reduction)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("stage_channels", "temporal_strides", "attributes"):
+            data[key] = list(data[key])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ToyEvaluatorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown ToyEvaluatorConfig fields {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> nn.Sequential:
+    padding = tuple(k // 2 for k in kernel)
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, kernel, stride, padding, bias=False),
+        nn.BatchNorm3d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ToyVideoClassifier(nn.Module):
+    """Video (b, 3, num_frames, height, width) in [-1, 1] -> logits per attribute."""
+
+    def __init__(self, config: ToyEvaluatorConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ToyEvaluatorConfig()
+        c = self.config
+        # A 4x4 stride-2 stem: full-resolution 3x3 layers would cost most of the compute.
+        layers = [nn.Sequential(
+            nn.Conv3d(3, c.stem_channels, (1, 4, 4), (1, 2, 2), (0, 1, 1), bias=False),
+            nn.BatchNorm3d(c.stem_channels),
+            nn.ReLU(inplace=True),
+        )]
+        width = c.stem_channels
+        for channels, temporal_stride in zip(c.stage_channels, c.temporal_strides, strict=True):
+            layers.append(_conv_bn_relu(width, channels, (1, 3, 3), (1, 2, 2)))
+            layers.append(_conv_bn_relu(channels, channels, (3, 1, 1), (temporal_stride, 1, 1)))
+            width = channels
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(c.dropout)
+        flat = math.prod(c.feature_shape)
+        self.heads = nn.ModuleDict({name: nn.Linear(flat, len(ATTRIBUTE_CLASSES[name])) for name in c.attributes})
+
+    def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
+        c = self.config
+        expected = (3, c.num_frames, c.height, c.width)
+        if video.ndim != 5 or tuple(video.shape[1:]) != expected:
+            raise ConfigError(f"the evaluator takes videos (b, {', '.join(map(str, expected))}), got {tuple(video.shape)}; use prepare()")
+        flat = self.dropout(self.features(video).flatten(1))
+        return {name: head(flat) for name, head in self.heads.items()}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def prepare(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Videos (b, T, H, W, 3), uint8 or floats in [0, 1], any T >= 1 and size -> the network's input.
+
+        Frames are taken evenly over the clip (nearest index) and resized with area averaging.
+        """
+        video = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+        if video.ndim != 5 or video.shape[-1] != 3 or video.shape[1] < 1:
+            raise ConfigError(f"videos must have the layout (b, T, H, W, 3), got shape {tuple(video.shape)}")
+        video = video.float() / 255.0 if video.dtype == torch.uint8 else video.float().clamp(0, 1)
+        c = self.config
+        picks = torch.linspace(0, video.shape[1] - 1, c.num_frames).round().long()
+        video = video[:, picks].permute(0, 1, 4, 2, 3)  # (b, t, 3, H, W)
+        b, t = video.shape[:2]
+        if video.shape[-2:] != (c.height, c.width):
+            video = F.interpolate(video.flatten(0, 1), size=(c.height, c.width), mode="area").unflatten(0, (b, t))
+        return (video.permute(0, 2, 1, 3, 4) * 2 - 1).contiguous().to(self.device)
+
+    @torch.no_grad()
+    def predict(self, frames: np.ndarray | torch.Tensor, batch_size: int = 32) -> list[dict[str, str]]:
+        """Attribute values per video, e.g. [{"shape": "circle", "color": "red", ...}, ...]."""
+        was_training = self.training
+        self.eval()
+        predictions: list[dict[str, str]] = []
+        for start in range(0, len(frames), batch_size):
+            logits = self(self.prepare(frames[start : start + batch_size]))
+            indices = {name: value.argmax(-1).tolist() for name, value in logits.items()}
+            for row in range(len(next(iter(indices.values())))):
+                predictions.append({name: ATTRIBUTE_CLASSES[name][indices[name][row]] for name in logits})
+        self.train(was_training)
+        return predictions
+
+
+def accuracy_by_attribute(predictions: Sequence[Mapping[str, str]], attributes: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    if len(predictions) != len(attributes) or not predictions:
+        raise ConfigError(f"need one ground-truth attribute set per video, got {len(attributes)} for {len(predictions)} videos")
+    names = list(predictions[0])
+    return {
+        name: float(np.mean([(str(truth.get(name, "")) or "none") == guess[name] for guess, truth in zip(predictions, attributes, strict=True)]))
+        for name in names
+    }
+
+
+def chance_accuracy(name: str) -> float:
+    """Accuracy of guessing uniformly among an attribute's values (the toy world draws most of them
+    uniformly; the camera is 'still' for 75 % of clips, so always guessing that would score 75 %)."""
+    return 1.0 / len(ATTRIBUTE_CLASSES[name])
+
+
+def evaluate_videos(
+    frames_batch: np.ndarray | torch.Tensor,
+    attributes: Sequence[Mapping[str, Any]],
+    evaluator: ToyVideoClassifier | None = None,
+) -> dict[str, float]:
+    """Per-attribute accuracy of the evaluator on videos (b, T, H, W, 3) against their ground truth
+    (`ToyClip.attributes` or `labels.scene_attributes` dicts); the shipped evaluator by default."""
+    evaluator = evaluator if evaluator is not None else load_toy_evaluator()
+    return accuracy_by_attribute(evaluator.predict(frames_batch), attributes)
+
+
+def load_toy_evaluator(folder: Path = TOY_EVALUATOR_DIR, *, device: torch.device | str = "cpu") -> ToyVideoClassifier:
+    folder = Path(folder)
+    read_json(folder / CONFIG_NAME)  # a clear error if the folder is not a component
+    model = load_component(folder, lambda data: ToyVideoClassifier(ToyEvaluatorConfig.from_dict(data)), device=device)
+    return model.eval()
+
+
+# --------------------------------------------------------------------- evaluating a model
+EVAL_WORLD_SEED = 2  # prompts and real clips for `toyworld eval`: a world no component trained on
+CaptionStyle = Literal["canonical", "paraphrase"]
+
+
+@dataclass(frozen=True)
+class ToyEvalResult:
+    """Per-attribute accuracy and VBench temporal flickering of one set of videos."""
+
+    source: str  # "real clips" or the model that generated them
+    count: int
+    accuracy: dict[str, float]
+    temporal_flickering: float
+    seconds: float
+
+
+def eval_scenes(count: int, world_seed: int = EVAL_WORLD_SEED, captions: CaptionStyle = "canonical") -> tuple[ToyWorld, list[str], list[dict[str, Any]]]:
+    """The world, prompts and ground truth of the first `count` scenes of the evaluation world."""
+    if count < 1:
+        raise ConfigError(f"evaluate at least one video, got --n {count}")
+    if captions not in ("canonical", "paraphrase"):
+        raise ConfigError(f"captions must be 'canonical' or 'paraphrase', got {captions!r}")
+    world = ToyWorld(ToyWorldConfig(seed=world_seed, paraphrase=captions == "paraphrase"))
+    prompts, attributes = [], []
+    for index in range(count):
+        scene = world.scene(index)
+        rng = np.random.default_rng([world_seed, index, 5])
+        prompts.append(paraphrase_caption(scene, rng) if captions == "paraphrase" else canonical_caption(scene))
+        attributes.append(scene_attributes(scene))
+    return world, prompts, attributes
+
+
+def _result(source: str, videos: np.ndarray, attributes: Sequence[Mapping[str, Any]], evaluator: ToyVideoClassifier, started: float) -> ToyEvalResult:
+    accuracy = accuracy_by_attribute(evaluator.predict(videos), attributes)
+    return ToyEvalResult(source, len(videos), accuracy, mean_temporal_flickering(videos), time.perf_counter() - started)
+
+
+def evaluate_real_clips(
+    count: int, *, world_seed: int = EVAL_WORLD_SEED, evaluator: ToyVideoClassifier | None = None
+) -> ToyEvalResult:
+    """The evaluator on clean rendered clips of the evaluation scenes: the ceiling for a model."""
+    started = time.perf_counter()
+    evaluator = evaluator if evaluator is not None else load_toy_evaluator()
+    world, _, attributes = eval_scenes(count, world_seed)
+    videos = np.stack([world.clip(i, degradation=Degradation()).frames for i in range(count)])
+    return _result("real clips", videos, attributes, evaluator, started)
+
+
+def evaluate_pipeline(
+    pipe: Any,
+    count: int,
+    *,
+    source: str = "generated",
+    world_seed: int = EVAL_WORLD_SEED,
+    captions: CaptionStyle = "canonical",
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    evaluator: ToyVideoClassifier | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ToyEvalResult:
+    """Generate one video per evaluation prompt with `pipe` (a HummingbirdPipeline) and score them.
+
+    Videos are generated at the pipeline's default size and read back as 8-bit frames, as they
+    would be saved; the evaluator resamples them to its own input size."""
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    started = time.perf_counter()
+    evaluator = evaluator if evaluator is not None else load_toy_evaluator()
+    _, prompts, attributes = eval_scenes(count, world_seed, captions)
+    generator = torch.Generator().manual_seed(seed)
+    videos = []
+    for start in range(0, count, batch_size):
+        output = pipe(
+            prompts[start : start + batch_size],
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            output_type="np",
+            progress=False,
+        )
+        videos.append(to_uint8(output.frames))
+        if progress is not None:
+            progress(len(output.frames))
+    return _result(source, np.concatenate(videos), attributes, evaluator, started)
+
+
+def format_eval_table(results: Sequence[ToyEvalResult]) -> str:
+    """Attributes as rows, one accuracy column per result, chance level first; flicker last."""
+    if not results:
+        raise ConfigError("nothing to tabulate")
+    names = list(results[0].accuracy)
+    headers = ["attribute", "chance", *(f"{r.source} (n={r.count})" for r in results)]
+    rows = [[name, f"{100 * chance_accuracy(name):.1f}%", *(f"{100 * r.accuracy[name]:.1f}%" for r in results)] for name in names]
+    rows.append(["temporal flickering", "", *(f"{r.temporal_flickering:.4f}" for r in results)])
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in [headers, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ training
+@dataclass(frozen=True)
+class EvaluatorTraining:
+    steps: int = 1500
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.05
+    degraded_fraction: float = 0.3
+    train_clips: int = 200_000  # clip indices of the training world (effectively never repeated)
+    seed: int = 0
+    threads: int = 2
+
+
+def _clip_batch(world: ToyWorld, indices: Sequence[int], model: ToyVideoClassifier) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    clips = [world.clip(int(i)) for i in indices]
+    return model.prepare(np.stack([clip.frames for clip in clips])), [clip.attributes for clip in clips]
+
+
+def train_toy_evaluator(
+    config: EvaluatorTraining | None = None,
+    model_config: ToyEvaluatorConfig | None = None,
+    *,
+    log: Callable[..., None] | None = print,
+) -> tuple[ToyVideoClassifier, dict[str, Any]]:
+    """Train from scratch on clips of the training world; returns the model and held-out accuracies."""
+    config = config or EvaluatorTraining()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = ToyVideoClassifier(model_config)
+    world = ToyWorld(ToyWorldConfig(seed=TRAIN_WORLD_SEED, degraded_fraction=config.degraded_fraction))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    names = model.config.attributes
+    started = time.perf_counter()
+    recent: list[float] = []
+    model.train()
+    for step in range(config.steps):
+        warmup = min(1.0, (step + 1) / config.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate * warmup * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+        video, attributes = _clip_batch(world, rng.integers(config.train_clips, size=config.batch_size), model)
+        labels = label_tensor(attributes, names)
+        logits = model(video)
+        loss = sum(F.cross_entropy(logits[name], labels[name]) for name in names)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        recent = (recent + [loss.item()])[-50:]
+        if log is not None and (step + 1) % 100 == 0:
+            log(f"evaluator step {step + 1}/{config.steps}  loss {np.mean(recent):.3f}  {time.perf_counter() - started:.0f}s", flush=True)
+    train_seconds = time.perf_counter() - started
+    model.eval()
+    record = {
+        "training": asdict(config),
+        "train_seconds": train_seconds,
+        "final_loss": float(np.mean(recent)),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "held_out_accuracy": held_out_accuracy(model),
+    }
+    return model, record
+
+
+def held_out_accuracy(model: ToyVideoClassifier, count: int = 500, degraded_count: int = 100) -> dict[str, dict[str, float]]:
+    """Accuracy on clean clips of the held-out world and on clips under each degradation (strength 0.6)."""
+    world = ToyWorld(ToyWorldConfig(seed=HELD_OUT_WORLD_SEED))
+    results = {}
+    for kind, number in (("clean", count), *((kind, degraded_count) for kind in DEGRADATIONS)):
+        degradation = Degradation() if kind == "clean" else Degradation(kind, 0.6)
+        clips = [world.clip(i, degradation=degradation) for i in range(number)]
+        predictions = model.predict(np.stack([clip.frames for clip in clips]))
+        results[kind] = accuracy_by_attribute(predictions, [clip.attributes for clip in clips])
+    return results
+
+
+def save_toy_evaluator(model: ToyVideoClassifier, folder: Path, record: dict[str, Any]) -> None:
+    save_component(folder, model, model.config.to_dict())
+    write_json(Path(folder) / TRAINING_RECORD, {**record, "command": "python -m hummingbird_t2v.toyworld.evaluator"})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hummingbird_t2v.toyworld.evaluator", description="Train the toy evaluator.")
+    parser.add_argument("--out", default=str(TOY_EVALUATOR_DIR), help="output folder (default: the shipped asset)")
+    parser.add_argument("--steps", type=int, default=EvaluatorTraining.steps)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args(argv)
+    model, record = train_toy_evaluator(EvaluatorTraining(steps=args.steps, seed=args.seed, threads=args.threads))
+    save_toy_evaluator(model, Path(args.out), record)
+    print(f"saved {args.out}: {record['parameters'] / 1e3:.0f} K parameters, trained {record['train_seconds'] / 60:.1f} min")
+    for kind, accuracies in record["held_out_accuracy"].items():
+        print(f"  {kind:12s} " + "  ".join(f"{name} {100 * value:5.1f}" for name, value in accuracies.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

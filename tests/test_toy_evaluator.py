@@ -1,0 +1,161 @@
+"""The toy evaluator: VBench flickering, the video classifier, the shipped weights, `toyworld eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hummingbird_t2v.errors import CheckpointError, ConfigError
+from hummingbird_t2v.eval.flicker import mean_temporal_flickering, temporal_flickering
+from hummingbird_t2v.toyworld import ToyWorld, ToyWorldConfig
+from hummingbird_t2v.toyworld.eval_cli import add_eval_parser
+from hummingbird_t2v.toyworld.evaluator import (
+    EVAL_WORLD_SEED,
+    EVALUATOR_ATTRIBUTES,
+    TOY_EVALUATOR_DIR,
+    EvaluatorTraining,
+    ToyEvaluatorConfig,
+    ToyVideoClassifier,
+    accuracy_by_attribute,
+    eval_scenes,
+    evaluate_pipeline,
+    evaluate_videos,
+    format_eval_table,
+    load_toy_evaluator,
+    save_toy_evaluator,
+    train_toy_evaluator,
+)
+from hummingbird_t2v.toyworld.labels import ATTRIBUTE_CLASSES
+
+FRESH_WORLD_SEED = 3  # neither the training (0), held-out (1) nor evaluation (2) world
+
+
+# ------------------------------------------------------------------------------ flickering
+def test_a_static_video_scores_one_and_a_known_change_scores_its_mean_difference():
+    static = np.full((5, 8, 8, 3), 77, dtype=np.uint8)
+    assert temporal_flickering(static) == 1.0
+    alternating = static.copy()
+    alternating[1::2] += 51  # every consecutive pair differs by 51 everywhere
+    assert temporal_flickering(alternating) == pytest.approx((255 - 51) / 255)
+    half = static.copy()
+    half[1:, :4] = 77 + 30  # one step changes half the pixels by 30, later steps change nothing
+    expected_mean = (15.0 + 0 + 0 + 0) / 4
+    assert temporal_flickering(half) == pytest.approx((255 - expected_mean) / 255)
+
+
+def test_float_frames_are_read_as_8_bit_and_the_dimension_is_the_mean_over_videos():
+    ramp = np.linspace(0, 1, 4)[:, None, None, None] * np.ones((4, 2, 2, 3))
+    as_uint8 = (ramp * 255 + 0.5).astype(np.uint8)
+    assert temporal_flickering(ramp) == pytest.approx(temporal_flickering(as_uint8))
+    static = np.zeros((3, 2, 2, 3), dtype=np.uint8)
+    assert mean_temporal_flickering([static, as_uint8]) == pytest.approx((1 + temporal_flickering(as_uint8)) / 2)
+
+
+@pytest.mark.parametrize("frames", [np.zeros((1, 4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8), np.zeros((3, 4, 4, 3), np.int32)])
+def test_flickering_refuses_unusable_frames(frames):
+    with pytest.raises(ConfigError):
+        temporal_flickering(frames)
+    with pytest.raises(ConfigError, match="at least one video"):
+        mean_temporal_flickering([])
+
+
+# --------------------------------------------------------------------------- the classifier
+def test_any_clip_length_size_and_dtype_is_prepared_to_the_network_input():
+    model = ToyVideoClassifier()
+    c = model.config
+    for frames in (np.zeros((2, 16, 64, 64, 3), np.uint8), np.ones((1, 5, 48, 80, 3), np.float32), torch.rand(3, 30, 128, 128, 3)):
+        video = model.prepare(frames)
+        assert video.shape == (len(frames), 3, c.num_frames, c.height, c.width)
+        assert -1.0 <= float(video.min()) and float(video.max()) <= 1.0
+    # Frames are spread over the whole clip: the last input frame is the clip's last frame.
+    clip = np.zeros((1, 16, 64, 64, 3), np.uint8)
+    clip[0, -1] = 255
+    assert float(model.prepare(clip)[0, :, -1].min()) == 1.0
+    with pytest.raises(ConfigError, match="layout"):
+        model.prepare(np.zeros((16, 64, 64, 3), np.uint8))
+
+
+def test_predictions_name_toy_values_and_accuracy_compares_them():
+    model = ToyVideoClassifier(ToyEvaluatorConfig(stage_channels=(8, 8, 8), stem_channels=8))
+    predictions = model.predict(np.random.default_rng(0).integers(0, 255, (3, 16, 64, 64, 3), dtype=np.uint8))
+    assert len(predictions) == 3
+    for row in predictions:
+        assert set(row) == set(model.config.attributes)
+        assert all(row[name] in ATTRIBUTE_CLASSES[name] for name in row)
+    truth = [dict(row) for row in predictions]
+    truth[0]["shape"] = next(s for s in ATTRIBUTE_CLASSES["shape"] if s != predictions[0]["shape"])
+    accuracy = accuracy_by_attribute(predictions, truth)
+    assert accuracy["shape"] == pytest.approx(2 / 3) and accuracy["color"] == 1.0
+    with pytest.raises(ConfigError, match="one ground-truth"):
+        accuracy_by_attribute(predictions, truth[:2])
+
+
+def test_config_round_trip_and_bad_configs_are_named():
+    config = ToyEvaluatorConfig(attributes=("shape", "color"))
+    assert ToyEvaluatorConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="unknown evaluator attributes"):
+        ToyEvaluatorConfig(attributes=("smell",))
+    with pytest.raises(ConfigError, match="divide"):
+        ToyEvaluatorConfig(height=60)
+    with pytest.raises(ConfigError, match="unknown ToyEvaluatorConfig fields"):
+        ToyEvaluatorConfig.from_dict({"layers": 3})
+
+
+def test_training_runs_and_the_saved_evaluator_reloads_identically(tmp_path, monkeypatch):
+    import hummingbird_t2v.toyworld.evaluator as evaluator_module
+
+    # Two steps of a tiny network, scored on a handful of held-out clips.
+    monkeypatch.setattr(evaluator_module, "held_out_accuracy",
+                        lambda model: {"clean": evaluator_module.evaluate_real_clips(4, world_seed=1, evaluator=model).accuracy})
+    tiny = ToyEvaluatorConfig(stem_channels=8, stage_channels=(8, 8, 8))
+    model, record = train_toy_evaluator(EvaluatorTraining(steps=2, batch_size=4, threads=1), tiny, log=None)
+    assert record["parameters"] == sum(p.numel() for p in model.parameters())
+    assert set(record["held_out_accuracy"]["clean"]) == set(tiny.attributes)
+    save_toy_evaluator(model, tmp_path / "evaluator", record)
+    reloaded = load_toy_evaluator(tmp_path / "evaluator")
+    clip = ToyWorld(ToyWorldConfig(seed=FRESH_WORLD_SEED)).clip(0).frames[None]
+    with torch.no_grad():
+        for name, logits in model(model.prepare(clip)).items():
+            torch.testing.assert_close(reloaded(reloaded.prepare(clip))[name], logits)
+    with pytest.raises(CheckpointError):
+        load_toy_evaluator(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------ the shipped weights
+@pytest.fixture(scope="module")
+def shipped() -> ToyVideoClassifier:
+    return load_toy_evaluator()
+
+
+# ------------------------------------------------------------------------------- toyworld eval
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_eval_parser(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
+def test_eval_needs_a_model_or_real():
+    args = _parse(["eval", "--n", "2"])
+    with pytest.raises(ConfigError, match="--model"):
+        args.func(args)
+
+
+class _PromptEchoPipeline:
+    """Stands in for HummingbirdPipeline: renders the real clip of each prompt's scene (as floats in
+    [0, 1], the pipeline's np output), so a perfect model's score must equal the real clips' score."""
+
+    def __init__(self, captions: list[str]) -> None:
+        self.world = ToyWorld(ToyWorldConfig(seed=EVAL_WORLD_SEED))
+        self.index = {caption: i for i, caption in enumerate(captions)}
+        self.calls = []
+
+    def __call__(self, prompts, **kwargs):
+        self.calls.append((list(prompts), kwargs))
+        frames = np.stack([self.world.clip(self.index[p]).frames for p in prompts]).astype(np.float32) / 255
+        return argparse.Namespace(frames=frames)
+
+
