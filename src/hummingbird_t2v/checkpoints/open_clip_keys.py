@@ -30,8 +30,8 @@ from hummingbird_t2v.errors import CheckpointError, ConfigError
 from hummingbird_t2v.models.text_encoder import OpenCLIPTextEncoder, TextEncoderConfig
 
 _UNUSED_KEYS = frozenset({"text_projection", "logit_scale", "attn_mask"})
-_BLOCK_KEY = re.compile(r"transformer\.resblocks\.(\d+)\.(.+)")
-_BLOCK_PARTS = {
+RESBLOCK_KEY = re.compile(r"transformer\.resblocks\.(\d+)\.(.+)")
+RESBLOCK_PARTS = {  # open_clip residual-block names -> transformers CLIP encoder-layer names
     "ln_1.weight": "layer_norm1.weight",
     "ln_1.bias": "layer_norm1.bias",
     "attn.out_proj.weight": "self_attn.out_proj.weight",
@@ -52,7 +52,7 @@ _TOP_LEVEL = {
 
 
 def _block_indices(state_dict: Mapping[str, torch.Tensor]) -> set[int]:
-    return {int(m[1]) for key in state_dict if (m := _BLOCK_KEY.fullmatch(key))}
+    return {int(m[1]) for key in state_dict if (m := RESBLOCK_KEY.fullmatch(key))}
 
 
 def text_config_from_open_clip_state_dict(
@@ -113,7 +113,7 @@ def convert_open_clip_text_state_dict(
         if key in _TOP_LEVEL:
             converted[_TOP_LEVEL[key]] = tensor
             continue
-        match = _BLOCK_KEY.fullmatch(key)
+        match = RESBLOCK_KEY.fullmatch(key)
         if match is None or int(match[1]) >= config.layers:
             unknown.append(key)
             continue
@@ -122,8 +122,8 @@ def convert_open_clip_text_state_dict(
         if index >= config.blocks_to_run:
             continue  # the last block is not run for layer "penultimate"
         prefix = f"encoder.layers.{index}."
-        if part in _BLOCK_PARTS:
-            converted[prefix + _BLOCK_PARTS[part]] = tensor
+        if part in RESBLOCK_PARTS:
+            converted[prefix + RESBLOCK_PARTS[part]] = tensor
         elif part in ("attn.in_proj_weight", "attn.in_proj_bias"):
             # nn.MultiheadAttention packs the three projections as rows [q; k; v].
             if tensor.shape[0] != 3 * config.width:

@@ -33,7 +33,6 @@ Number of heads and the activation are not visible in the shapes and are passed 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -41,25 +40,14 @@ import torch
 from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 from hummingbird_t2v.checkpoints.open_clip_keys import (
+    RESBLOCK_KEY,
+    RESBLOCK_PARTS,
     convert_open_clip_text_state_dict,
     text_config_from_open_clip_state_dict,
 )
 from hummingbird_t2v.errors import CheckpointError, ConfigError
 from hummingbird_t2v.models.tokenizer import END_OF_TEXT_ID, PAD_ID, START_OF_TEXT_ID, VOCAB_SIZE
 
-_RESBLOCK = re.compile(r"transformer\.resblocks\.(\d+)\.(.+)")
-_RESBLOCK_PARTS = {
-    "ln_1.weight": "layer_norm1.weight",
-    "ln_1.bias": "layer_norm1.bias",
-    "attn.out_proj.weight": "self_attn.out_proj.weight",
-    "attn.out_proj.bias": "self_attn.out_proj.bias",
-    "ln_2.weight": "layer_norm2.weight",
-    "ln_2.bias": "layer_norm2.bias",
-    "mlp.c_fc.weight": "mlp.fc1.weight",
-    "mlp.c_fc.bias": "mlp.fc1.bias",
-    "mlp.c_proj.weight": "mlp.fc2.weight",
-    "mlp.c_proj.bias": "mlp.fc2.bias",
-}
 _VISION_TOP_LEVEL = {
     "class_embedding": "vision_model.embeddings.class_embedding",
     "positional_embedding": "vision_model.embeddings.position_embedding.weight",
@@ -85,7 +73,7 @@ def split_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[st
 
 
 def _block_indices(state_dict: Mapping[str, torch.Tensor]) -> list[int]:
-    indices = sorted({int(m[1]) for key in state_dict if (m := _RESBLOCK.fullmatch(key))})
+    indices = sorted({int(m[1]) for key in state_dict if (m := RESBLOCK_KEY.fullmatch(key))})
     if indices != list(range(len(indices))):
         raise CheckpointError(f"transformer block indices are not contiguous from 0: {indices}")
     return indices
@@ -141,7 +129,7 @@ def convert_open_clip_vision(visual: Mapping[str, torch.Tensor], width: int) -> 
             )
         elif key == "proj":
             converted["visual_projection.weight"] = tensor.t().contiguous()
-        elif match := _RESBLOCK.fullmatch(key):
+        elif match := RESBLOCK_KEY.fullmatch(key):
             prefix = f"vision_model.encoder.layers.{match[1]}."
             if not _convert_block_part(match[2], tensor, prefix, width, converted):
                 unknown.append(key)
@@ -156,8 +144,8 @@ def convert_open_clip_vision(visual: Mapping[str, torch.Tensor], width: int) -> 
 
 
 def _convert_block_part(part: str, tensor: torch.Tensor, prefix: str, width: int, out: dict[str, torch.Tensor]) -> bool:
-    if part in _RESBLOCK_PARTS:
-        out[prefix + _RESBLOCK_PARTS[part]] = tensor
+    if part in RESBLOCK_PARTS:
+        out[prefix + RESBLOCK_PARTS[part]] = tensor
         return True
     if part in ("attn.in_proj_weight", "attn.in_proj_bias") and tensor.shape[0] == 3 * width:
         suffix = "weight" if part.endswith("weight") else "bias"
