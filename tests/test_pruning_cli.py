@@ -132,3 +132,27 @@ def test_layout_file_in_output_is_readable(tmp_path: Path):
     (tmp_path / "l.yaml").write_text(text)
     layout = load_layout(tmp_path / "l.yaml", MICRO)
     assert layout.encoder == ((0,), (1,)) and not layout.middle_block
+
+
+def test_a_pruned_model_folder_keeps_the_teachers_sampler_settings(tmp_path, capsys):
+    """The toy teacher samples 8 frames of 64x64 in 25 steps: its untrained student must too, unless
+    the layout adds a guidance projection (then it is a consistency student)."""
+    from hummingbird_t2v.models.vae import VAEConfig, VideoVAE
+    from hummingbird_t2v.models.word_text_encoder import WordTextEncoder, WordTextEncoderConfig
+    from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
+
+    torch.manual_seed(0)
+    text = WordTextEncoder(WordTextEncoderConfig(vocabulary=("a", "red", "circle"), width=16, layers=1, heads=2))
+    vae = VAEConfig(base_channels=8, channel_multipliers=(1, 2), norm_num_groups=8, sample_size=32)
+    defaults = SamplingDefaults(num_inference_steps=25, guidance_scale=7.5, fps=8, num_frames=8, height=32, width=32)
+    config = PipelineConfig(sampler="ddim", defaults=defaults)
+    HummingbirdPipeline(UNet3D(MICRO), VideoVAE(vae), text, config).save_pretrained(tmp_path / "teacher")
+    layout = tmp_path / "layout.yaml"
+    for name, projection in (("same", "null"), ("guided", "256")):
+        layout.write_text("levels:\n- {encoder: [0], decoder: [0, 2]}\n- {encoder: [0], decoder: [1, 2]}\n"
+                          f"middle_block: true\ntime_cond_proj_dim: {projection}\n")
+        code, _, err = run("prune", "--teacher", tmp_path / "teacher", "--layout", layout, "-o", tmp_path / name, capsys=capsys)
+        assert code == 0, err
+    assert HummingbirdPipeline.from_pretrained(tmp_path / "same").config == config
+    guided = HummingbirdPipeline.from_pretrained(tmp_path / "guided").config
+    assert guided.sampler == "consistency" and guided != config
