@@ -109,6 +109,10 @@ def test_converter_rejects_mismatched_checkpoints(tiny_ldm_weights):
     del incomplete["decoder.up.0.block.2.conv2.weight"]
     with pytest.raises(CheckpointError, match="lacks 1"):
         convert_ldm_vae_state_dict(incomplete, tiny)
+    reshaped = dict(tiny_ldm_weights)
+    reshaped["decoder.conv_out.bias"] = torch.zeros(5)
+    with pytest.raises(CheckpointError, match="do not fit the VAE: 1 shape mismatch"):
+        convert_ldm_vae_state_dict(reshaped, tiny)
     with pytest.raises(CheckpointError):
         convert_ldm_vae_state_dict(tiny_ldm_weights, VAEConfig.preset("sd"))
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 import torch
 
+from hummingbird_t2v.checkpoints.unet_keys import check_state_dict_fits
 from hummingbird_t2v.errors import CheckpointError, ConfigError
 from hummingbird_t2v.models.text_encoder import OpenCLIPTextEncoder, TextEncoderConfig
 
@@ -147,16 +148,7 @@ def convert_open_clip_text_state_dict(
             f"the text-tower checkpoint is incomplete: missing blocks {missing_blocks}, "
             f"missing parameters {missing[:5]}; the file was made for another text encoder config"
         )
-    wrong = [
-        f"{key}: {tuple(tensor.shape)} != {expected[key]}"
-        for key, tensor in converted.items()
-        if tuple(tensor.shape) != expected[key]
-    ]
-    if wrong:
-        raise CheckpointError(
-            f"{len(wrong)} text-tower parameters have the wrong shape, e.g. {wrong[:3]}; "
-            "the checkpoint was made for another text encoder config"
-        )
+    check_state_dict_fits(expected, converted, component="text tower")
     return converted
 
 

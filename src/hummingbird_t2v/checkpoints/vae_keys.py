@@ -27,6 +27,7 @@ from collections.abc import Mapping
 
 import torch
 
+from hummingbird_t2v.checkpoints.unet_keys import check_state_dict_fits
 from hummingbird_t2v.errors import CheckpointError
 from hummingbird_t2v.models.vae import VAEConfig, VideoVAE
 
@@ -110,16 +111,7 @@ def convert_ldm_vae_state_dict(
             f"the VAE checkpoint lacks {len(missing)} parameters, e.g. {missing[:5]}; "
             "the file is incomplete or made for another VAE config"
         )
-    wrong = [
-        f"{key}: {tuple(tensor.shape)} != {expected[key]}"
-        for key, tensor in converted.items()
-        if tuple(tensor.shape) != expected[key]
-    ]
-    if wrong:
-        raise CheckpointError(
-            f"{len(wrong)} VAE parameters have the wrong shape, e.g. {wrong[:3]}; "
-            "the checkpoint was made for another VAE config"
-        )
+    check_state_dict_fits(expected, converted, component="VAE")
     return converted
 
 
