@@ -137,3 +137,19 @@ def test_toy_reward_configuration_errors():
         ToyAttributeReward(FakeEvaluator(num_frames=6), num_frames=8)
     with pytest.raises(ConfigError, match="either classifier"):
         build_reward_model("toy", "weights.safetensors", classifier=FakeEvaluator())
+
+
+def test_the_toy_reward_loads_the_shipped_evaluator_and_keeps_it_frozen_in_eval_mode():
+    """`build_reward_model("toy")` with no weights: the evaluator that ships with the package, in the
+    frames-in-[0, 1] form the reward calls; training mode must not switch its batch norm to batch statistics."""
+    reward = build_reward_model("toy", attributes=["color", "motion"])
+    reward.train()
+    classifier = reward.classifier.classifier
+    assert not classifier.training and not any(p.requires_grad for p in classifier.parameters())
+    running_mean = classifier.features[0][1].running_mean.clone()
+    frames = torch.rand(2, 8, 3, 64, 64, requires_grad=True)
+    scores = reward.score(frames, ["a red circle moving left on a blue background", "a green square moving up on a white background"])
+    assert scores.shape == (2,) and torch.isfinite(scores).all() and (scores <= 0).all()  # log-probabilities
+    scores.sum().backward()
+    assert frames.grad is not None and frames.grad.abs().sum() > 0
+    torch.testing.assert_close(classifier.features[0][1].running_mean, running_mean)

@@ -34,7 +34,7 @@ from hummingbird_t2v.rewards.viclip import VICLIP_FILE_NAME, ViCLIPReward
 
 WeightsPath = str | Path | None
 _TOY_EVALUATOR_MODULE = "hummingbird_t2v.toyworld.evaluator"
-_TOY_EVALUATOR_LOADER = "load_evaluator"
+_TOY_EVALUATOR_LOADER = "load_reward_classifier"
 
 
 def _hpsv2(

@@ -11,7 +11,6 @@ clips of the same scenes (the ceiling) and the chance level, plus VBench tempora
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path

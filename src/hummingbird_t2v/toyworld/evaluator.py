@@ -31,15 +31,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hummingbird_t2v.checkpoints.folder import CONFIG_NAME, load_component, read_json, save_component, write_json
+from hummingbird_t2v.checkpoints.folder import (
+    CONFIG_NAME,
+    load_component,
+    read_json,
+    save_component,
+    write_json,
+)
 from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.eval.flicker import mean_temporal_flickering
 from hummingbird_t2v.pipelines.hummingbird import to_uint8
 from hummingbird_t2v.toyworld.captions import canonical_caption, paraphrase_caption
-from hummingbird_t2v.toyworld.components import ASSET_DIR, HELD_OUT_WORLD_SEED, TRAIN_WORLD_SEED
+from hummingbird_t2v.toyworld.components import (
+    ASSET_DIR,
+    HELD_OUT_WORLD_SEED,
+    TRAIN_WORLD_SEED,
+)
 from hummingbird_t2v.toyworld.degradations import Degradation
 from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
-from hummingbird_t2v.toyworld.labels import ATTRIBUTE_CLASSES, label_tensor, scene_attributes
+from hummingbird_t2v.toyworld.labels import (
+    ATTRIBUTE_CLASSES,
+    label_tensor,
+    scene_attributes,
+)
 from hummingbird_t2v.toyworld.vocabulary import DEGRADATIONS
 
 __all__ = [
@@ -47,6 +61,7 @@ __all__ = [
     "EVAL_WORLD_SEED",
     "TOY_EVALUATOR_DIR",
     "EvaluatorTraining",
+    "RewardClassifier",
     "ToyEvalResult",
     "ToyEvaluatorConfig",
     "ToyVideoClassifier",
@@ -57,7 +72,10 @@ __all__ = [
     "evaluate_real_clips",
     "evaluate_videos",
     "format_eval_table",
+    "generate_eval_videos",
+    "load_reward_classifier",
     "load_toy_evaluator",
+    "score_videos",
     "train_toy_evaluator",
 ]
 
@@ -71,8 +89,8 @@ class ToyEvaluatorConfig:
     num_frames: int = 8  # frames the network sees, spread evenly over any input clip
     height: int = 64
     width: int = 64
-    stem_channels: int = 32
-    stage_channels: tuple[int, ...] = (48, 96, 128)
+    stem_channels: int = 24  # full resolution: a small shape is only ~10 pixels wide
+    stage_channels: tuple[int, ...] = (32, 64, 128)  # each halves the height and width
     temporal_strides: tuple[int, ...] = (1, 2, 2)
     attributes: tuple[str, ...] = EVALUATOR_ATTRIBUTES
     dropout: float = 0.2
@@ -86,15 +104,14 @@ class ToyEvaluatorConfig:
         unknown = [a for a in self.attributes if a not in ATTRIBUTE_CLASSES]
         if unknown or not self.attributes:
             raise ConfigError(f"unknown evaluator attributes {unknown}; choose from {', '.join(ATTRIBUTE_CLASSES)}")
-        reduction = 2 ** (len(self.stage_channels) + 1)
+        reduction = 2 ** len(self.stage_channels)
         if self.height % reduction or self.width % reduction or self.num_frames % math.prod(self.temporal_strides):
             raise ConfigError(f"evaluator input {self.num_frames}x{self.height}x{self.width} does not divide by its strides")
 
     @property
-    def feature_shape(self) -> tuple[int, int, int, int]:
-        reduction = 2 ** (len(self.stage_channels) + 1)
-        frames = self.num_frames // math.prod(self.temporal_strides)
-        return (self.stage_channels[-1], frames, self.height // reduction, self.width // reduction)
+    def pooled_features(self) -> int:
+        """Width of the heads' input: global mean and max, plus the max of each frame quadrant."""
+        return self.stage_channels[-1] * (2 + 4)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -127,12 +144,7 @@ class ToyVideoClassifier(nn.Module):
         super().__init__()
         self.config = config or ToyEvaluatorConfig()
         c = self.config
-        # A 4x4 stride-2 stem: full-resolution 3x3 layers would cost most of the compute.
-        layers = [nn.Sequential(
-            nn.Conv3d(3, c.stem_channels, (1, 4, 4), (1, 2, 2), (0, 1, 1), bias=False),
-            nn.BatchNorm3d(c.stem_channels),
-            nn.ReLU(inplace=True),
-        )]
+        layers = [_conv_bn_relu(3, c.stem_channels, (1, 3, 3), (1, 1, 1))]
         width = c.stem_channels
         for channels, temporal_stride in zip(c.stage_channels, c.temporal_strides, strict=True):
             layers.append(_conv_bn_relu(width, channels, (1, 3, 3), (1, 2, 2)))
@@ -140,15 +152,20 @@ class ToyVideoClassifier(nn.Module):
             width = channels
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(c.dropout)
-        flat = math.prod(c.feature_shape)
-        self.heads = nn.ModuleDict({name: nn.Linear(flat, len(ATTRIBUTE_CLASSES[name])) for name in c.attributes})
+        self.heads = nn.ModuleDict({name: nn.Linear(c.pooled_features, len(ATTRIBUTE_CLASSES[name])) for name in c.attributes})
 
     def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.config
         expected = (3, c.num_frames, c.height, c.width)
         if video.ndim != 5 or tuple(video.shape[1:]) != expected:
             raise ConfigError(f"the evaluator takes videos (b, {', '.join(map(str, expected))}), got {tuple(video.shape)}; use prepare()")
-        flat = self.dropout(self.features(video).flatten(1))
+        features = self.features(video).mean(2)  # (b, c, h, w): motion is in the channels by now
+        # Pooling makes shape and colour independent of where the object is; the quadrant maxima
+        # keep which side an object is on (the first object of a two-object scene is the left one).
+        pooled = torch.cat(
+            [features.mean((2, 3)), features.amax((2, 3)), F.adaptive_max_pool2d(features, 2).flatten(1)], dim=1
+        )
+        flat = self.dropout(pooled)
         return {name: head(flat) for name, head in self.heads.items()}
 
     @property
@@ -221,6 +238,33 @@ def load_toy_evaluator(folder: Path = TOY_EVALUATOR_DIR, *, device: torch.device
     return model.eval()
 
 
+class RewardClassifier(nn.Module):
+    """The evaluator in the form the toy reward (rewards/toy.py) calls it: frames (b, T, 3, H, W)
+    in [0, 1], differentiable in the frames, frozen and always in eval mode (batch norm must not
+    learn the statistics of a student's half-trained videos)."""
+
+    def __init__(self, classifier: ToyVideoClassifier) -> None:
+        super().__init__()
+        self.classifier = classifier.eval().requires_grad_(False)
+        config = classifier.config
+        self.attribute_values = {name: ATTRIBUTE_CLASSES[name] for name in config.attributes}
+        self.num_frames = config.num_frames
+        self.image_size = (config.height, config.width)
+
+    def train(self, mode: bool = True) -> RewardClassifier:
+        super().train(mode)
+        self.classifier.eval()
+        return self
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.classifier(frames.permute(0, 2, 1, 3, 4) * 2 - 1)
+
+
+def load_reward_classifier(weights_path: str | Path | None = None) -> RewardClassifier:
+    """The toy reward's classifier: the evaluator in `weights_path` (a folder), or the shipped one."""
+    return RewardClassifier(load_toy_evaluator(Path(weights_path) if weights_path is not None else TOY_EVALUATOR_DIR))
+
+
 # --------------------------------------------------------------------- evaluating a model
 EVAL_WORLD_SEED = 2  # prompts and real clips for `toyworld eval`: a world no component trained on
 CaptionStyle = Literal["canonical", "paraphrase"]
@@ -253,11 +297,6 @@ def eval_scenes(count: int, world_seed: int = EVAL_WORLD_SEED, captions: Caption
     return world, prompts, attributes
 
 
-def _result(source: str, videos: np.ndarray, attributes: Sequence[Mapping[str, Any]], evaluator: ToyVideoClassifier, started: float) -> ToyEvalResult:
-    accuracy = accuracy_by_attribute(evaluator.predict(videos), attributes)
-    return ToyEvalResult(source, len(videos), accuracy, mean_temporal_flickering(videos), time.perf_counter() - started)
-
-
 def evaluate_real_clips(
     count: int, *, world_seed: int = EVAL_WORLD_SEED, evaluator: ToyVideoClassifier | None = None
 ) -> ToyEvalResult:
@@ -266,7 +305,47 @@ def evaluate_real_clips(
     evaluator = evaluator if evaluator is not None else load_toy_evaluator()
     world, _, attributes = eval_scenes(count, world_seed)
     videos = np.stack([world.clip(i, degradation=Degradation()).frames for i in range(count)])
-    return _result("real clips", videos, attributes, evaluator, started)
+    return score_videos("real clips", videos, attributes, evaluator=evaluator, seconds=time.perf_counter() - started)
+
+
+def generate_eval_videos(
+    pipe: Any,
+    prompts: Sequence[str],
+    *,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """One video per prompt from `pipe` (a HummingbirdPipeline), as 8-bit frames (n, T, H, W, 3),
+    the way they would be saved. The same seed gives every model the same starting noise."""
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    videos = []
+    for start in range(0, len(prompts), batch_size):
+        output = pipe(
+            list(prompts[start : start + batch_size]),
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            output_type="np",
+            progress=False,
+        )
+        videos.append(to_uint8(output.frames))
+        if progress is not None:
+            progress(len(output.frames))
+    return np.concatenate(videos)
+
+
+def score_videos(
+    source: str, videos: np.ndarray, attributes: Sequence[Mapping[str, Any]], *, evaluator: ToyVideoClassifier | None = None, seconds: float = 0.0
+) -> ToyEvalResult:
+    """Per-attribute accuracy of `videos` against the scenes they were asked for, plus flicker."""
+    evaluator = evaluator if evaluator is not None else load_toy_evaluator()
+    accuracy = accuracy_by_attribute(evaluator.predict(videos), attributes)
+    return ToyEvalResult(source, len(videos), accuracy, mean_temporal_flickering(videos), seconds)
 
 
 def evaluate_pipeline(
@@ -287,26 +366,18 @@ def evaluate_pipeline(
 
     Videos are generated at the pipeline's default size and read back as 8-bit frames, as they
     would be saved; the evaluator resamples them to its own input size."""
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     started = time.perf_counter()
-    evaluator = evaluator if evaluator is not None else load_toy_evaluator()
     _, prompts, attributes = eval_scenes(count, world_seed, captions)
-    generator = torch.Generator().manual_seed(seed)
-    videos = []
-    for start in range(0, count, batch_size):
-        output = pipe(
-            prompts[start : start + batch_size],
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            generator=generator,
-            output_type="np",
-            progress=False,
-        )
-        videos.append(to_uint8(output.frames))
-        if progress is not None:
-            progress(len(output.frames))
-    return _result(source, np.concatenate(videos), attributes, evaluator, started)
+    videos = generate_eval_videos(
+        pipe,
+        prompts,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    return score_videos(source, videos, attributes, evaluator=evaluator, seconds=time.perf_counter() - started)
 
 
 def format_eval_table(results: Sequence[ToyEvalResult]) -> str:
@@ -335,11 +406,26 @@ class EvaluatorTraining:
     train_clips: int = 200_000  # clip indices of the training world (effectively never repeated)
     seed: int = 0
     threads: int = 2
+    device: str = "cpu"
+    workers: int = 0  # DataLoader processes rendering clips (0: in the training process)
+    init: str | None = None  # an evaluator folder to continue from (None: from scratch)
 
 
-def _clip_batch(world: ToyWorld, indices: Sequence[int], model: ToyVideoClassifier) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    clips = [world.clip(int(i)) for i in indices]
-    return model.prepare(np.stack([clip.frames for clip in clips])), [clip.attributes for clip in clips]
+class _TrainingClips(torch.utils.data.IterableDataset):
+    """Endless batches of random training-world clips: (uint8 frames (b, T, H, W, 3), labels per
+    attribute). Each DataLoader worker renders its own stream, seeded by (seed, worker)."""
+
+    def __init__(self, config: EvaluatorTraining, names: Sequence[str]) -> None:
+        super().__init__()
+        self.config, self.names = config, tuple(names)
+
+    def __iter__(self):  # type: ignore[override]
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.config.seed, info.id if info is not None else 0])
+        world = ToyWorld(ToyWorldConfig(seed=TRAIN_WORLD_SEED, degraded_fraction=self.config.degraded_fraction))
+        while True:
+            clips = [world.clip(int(i)) for i in rng.integers(self.config.train_clips, size=self.config.batch_size)]
+            yield torch.from_numpy(np.stack([clip.frames for clip in clips])), label_tensor([clip.attributes for clip in clips], self.names)
 
 
 def train_toy_evaluator(
@@ -348,15 +434,17 @@ def train_toy_evaluator(
     *,
     log: Callable[..., None] | None = print,
 ) -> tuple[ToyVideoClassifier, dict[str, Any]]:
-    """Train from scratch on clips of the training world; returns the model and held-out accuracies."""
+    """Train on clips of the training world (from scratch, or on from `config.init`); returns the
+    model and its held-out accuracies."""
     config = config or EvaluatorTraining()
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    model = ToyVideoClassifier(model_config)
-    world = ToyWorld(ToyWorldConfig(seed=TRAIN_WORLD_SEED, degraded_fraction=config.degraded_fraction))
+    device = torch.device(config.device)
+    model = (load_toy_evaluator(Path(config.init)) if config.init else ToyVideoClassifier(model_config)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     names = model.config.attributes
+    # Rendering is plain Python: on a GPU host, workers keep the device fed.
+    batches = iter(torch.utils.data.DataLoader(_TrainingClips(config, names), batch_size=None, num_workers=config.workers))
     started = time.perf_counter()
     recent: list[float] = []
     model.train()
@@ -364,16 +452,16 @@ def train_toy_evaluator(
         warmup = min(1.0, (step + 1) / config.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * warmup * 0.5 * (1 + math.cos(math.pi * step / config.steps))
-        video, attributes = _clip_batch(world, rng.integers(config.train_clips, size=config.batch_size), model)
-        labels = label_tensor(attributes, names)
-        logits = model(video)
-        loss = sum(F.cross_entropy(logits[name], labels[name]) for name in names)
+        frames, labels = next(batches)
+        logits = model(model.prepare(frames))
+        loss = sum(F.cross_entropy(logits[name], labels[name].to(device)) for name in names)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         recent = (recent + [loss.item()])[-50:]
         if log is not None and (step + 1) % 100 == 0:
             log(f"evaluator step {step + 1}/{config.steps}  loss {np.mean(recent):.3f}  {time.perf_counter() - started:.0f}s", flush=True)
+    del batches  # stops the workers
     train_seconds = time.perf_counter() - started
     model.eval()
     record = {
@@ -383,7 +471,7 @@ def train_toy_evaluator(
         "parameters": sum(p.numel() for p in model.parameters()),
         "held_out_accuracy": held_out_accuracy(model),
     }
-    return model, record
+    return model.cpu(), record
 
 
 def held_out_accuracy(model: ToyVideoClassifier, count: int = 500, degraded_count: int = 100) -> dict[str, dict[str, float]]:
@@ -409,8 +497,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=EvaluatorTraining.steps)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--batch-size", type=int, default=EvaluatorTraining.batch_size)
+    parser.add_argument("--device", default="cpu", help="torch device to train on (default cpu)")
+    parser.add_argument("--workers", type=int, default=0, help="processes rendering training clips (default 0)")
+    parser.add_argument("--init", default=None, help="evaluator folder to continue training from")
+    parser.add_argument("--lr", type=float, default=EvaluatorTraining.learning_rate, help="peak learning rate")
     args = parser.parse_args(argv)
-    model, record = train_toy_evaluator(EvaluatorTraining(steps=args.steps, seed=args.seed, threads=args.threads))
+    training = EvaluatorTraining(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
+                                 device=args.device, workers=args.workers, init=args.init, learning_rate=args.lr)
+    model, record = train_toy_evaluator(training)
     save_toy_evaluator(model, Path(args.out), record)
     print(f"saved {args.out}: {record['parameters'] / 1e3:.0f} K parameters, trained {record['train_seconds'] / 60:.1f} min")
     for kind, accuracies in record["held_out_accuracy"].items():
