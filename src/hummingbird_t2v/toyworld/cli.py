@@ -137,7 +137,19 @@ def _add_vocab(commands: Any) -> None:
     parser.set_defaults(func=_run_vocab)
 
 
-_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_make, _add_vocab)
+def _add_eval(commands: Any) -> None:
+    from hummingbird_t2v.toyworld.eval_cli import add_eval_parser
+
+    add_eval_parser(commands)
+
+
+def _add_recipe(commands: Any) -> None:
+    from hummingbird_t2v.toyworld.recipe import add_recipe_parser
+
+    add_recipe_parser(commands)
+
+
+_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_make, _add_vocab, _add_eval, _add_recipe)
 
 
 def add_parser(subparsers: Any) -> None:

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The run that made the shipped toy models: the whole toy recipe on one GPU in a fixed time.
+#   bash scripts/gpu_toy_recipe.sh OUT_DIR [TRAIN_MINUTES] [WALL_SECONDS] [SPEED_SECONDS]
+# Trains the toy evaluator, then the teacher, prunes, distils (stage 1, two layouts) and consistency-distils (stage 2, with
+# and without the toy reward), evaluates every model, then packs the results and the model weights
+# into OUT_DIR (split into parts under 15 MiB: cat OUT_DIR/weights.tar.part-* | tar -x).
+# Runs from a checkout: PYTHONPATH=src, no install needed where torch and the dependencies exist.
+set -uo pipefail
+out=${1:?usage: gpu_toy_recipe.sh OUT_DIR [TRAIN_MINUTES] [WALL_SECONDS] [SPEED_SECONDS]}
+minutes=${2:-6}
+wall=${3:-420}
+speed=${4:-60}
+evaluator=${EVALUATOR_SECONDS:-100}
+evaluator_steps=${EVALUATOR_STEPS:-3000}
+device=${DEVICE:-cuda}
+run=runs/toy-gpu
+mkdir -p "$out" && out=$(cd "$out" && pwd)
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"; } > "$out/recipe.log" 2>&1
+# The toy evaluator first: the recipe's reward stage and its evaluation both use it.
+timeout "$evaluator" python3 -m hummingbird_t2v.toyworld.evaluator --device "$device" --workers 12 --batch-size 64 \
+  --steps "$evaluator_steps" --out src/hummingbird_t2v/assets/toy/evaluator 2>&1 | tee -a "$out/recipe.log"
+mkdir -p "$run" && cp -r src/hummingbird_t2v/assets/toy/evaluator "$run/evaluator"
+# Batches sized for a GPU (the configs' batches are sized for 2 CPU cores); learning rates as configured.
+timeout "$wall" python3 -m hummingbird_t2v.cli toyworld recipe -o "$run" --minutes "$minutes" \
+  --set all:data.num_workers=6 --set all:logging.tensorboard=false \
+  --set teacher:data.batch_size=32 --set teacher:sample.every=0 --set teacher:checkpoint.every=1000 \
+  --set distill-paper:data.batch_size=32 --set distill-importance:data.batch_size=32 \
+  --set consistency:data.batch_size=16 --set consistency-reward:data.batch_size=16 \
+  --set distill-paper:sample.every=0 --set distill-importance:sample.every=0 \
+  --set consistency:sample.every=0 --set consistency-reward:sample.every=0 \
+  --n 200 --eval-batch-size 50 ${RECIPE_ARGS:-} 2>&1 | tee -a "$out/recipe.log"
+echo "recipe exit ${PIPESTATUS[0]}" >> "$out/recipe.log"
+# Results and logs (small), then weights: the teacher's model folder and the stage-2 U-Nets (or the
+# stage-1 ones when stage 2 did not finish); students share the teacher's VAE and text encoder.
+(cd "$run" && tar -czf "$out/results.tar.gz" --exclude='checkpoints' --exclude='model' --exclude='.probe-*' \
+   --exclude='pruned-paper' . 2>/dev/null)
+weights=(teacher/model)
+for stage in consistency consistency-reward; do
+  [ -f "$run/$stage/model/unet/model.safetensors" ] && weights+=("$stage/model/unet" "$stage/model/model_index.json")
+done
+if [ ${#weights[@]} -eq 1 ]; then
+  for stage in distill-paper distill-importance; do
+    [ -f "$run/$stage/model/unet/model.safetensors" ] && weights+=("$stage/model/unet" "$stage/model/model_index.json")
+  done
+fi
+(cd "$run" && tar -cf - "${weights[@]}" 2>/dev/null) | split -b 15m - "$out/weights.tar.part-"
+# Last, with the time left, the full-size speed benchmark (VideoCrafter2 teacher against hb-0.7b, random weights).
+timeout "$speed" python3 benchmarks/speed.py --device "$device" --dtype bf16 --frames 16 --height 320 --width 512 \
+  --repeats 3 2>&1 | tee "$out/speed_gpu.log"
+ls -la "$out"

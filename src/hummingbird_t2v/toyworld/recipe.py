@@ -1,0 +1,419 @@
+"""The whole Hummingbird recipe at toy scale, in one command.
+
+    hummingbird toyworld recipe -o runs/toy --minutes 120          # training time split over the stages
+    hummingbird toyworld recipe -o runs/toy --steps teacher=1500,distill=500,consistency=500
+
+Stages, each a folder under the output (a rerun skips the finished ones and resumes the one that
+was interrupted):
+
+    teacher             `train base` with configs/toy_teacher.yaml (2 blocks per level, like VideoCrafter2)
+    pruned-paper        `prune` with the paper's block map (configs/toy_paper_layout.yaml), no training
+    importance.yaml     `prune --analyze` on toy clips: the layout of the same size that keeps the
+                        blocks whose removal changes the teacher's guided prediction the most
+    distill-paper       stage 1 (`train distill`, configs/toy_distill.yaml) of the paper-map student
+    distill-importance  stage 1 of the importance-layout student
+    consistency         stage 2 (`train consistency`, configs/toy_consistency.yaml) from distill-paper,
+                        no reward
+    consistency-reward  the same with the toy reward on one attribute (--reward-attribute)
+
+then every model is scored by the toy evaluator on the same prompts and starting noise
+(results.json, results.md), with the agreement of the stage-1 students, sampled with DDIM and no
+guidance, with the teacher sampled with classifier-free guidance.
+
+With --minutes, each stage first trains a few probe steps to measure its speed on this machine,
+then gets the number of steps that fills its share of the budget. --set STAGE:KEY=VALUE changes one
+stage's config (STAGE all: every stage), e.g. --set all:data.num_workers=4 on a many-core GPU host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hummingbird_t2v.checkpoints.folder import write_json
+from hummingbird_t2v.errors import ConfigError, HummingbirdError
+
+__all__ = ["RecipeError", "RecipeSettings", "add_recipe_parser", "run_recipe"]
+
+TRAIN_STAGES = ("teacher", "distill-paper", "distill-importance", "consistency", "consistency-reward")
+# Share of the --minutes budget: the teacher learns from scratch; the students start from it.
+BUDGET_SHARE = {"teacher": 0.5, "distill-paper": 0.125, "distill-importance": 0.125, "consistency": 0.125, "consistency-reward": 0.125}
+STEP_GROUPS = {"teacher": "teacher", "distill-paper": "distill", "distill-importance": "distill", "consistency": "consistency", "consistency-reward": "consistency"}
+PROBE_STEPS = 20
+CALIBRATION_CLIPS = 8
+AGREEMENT_PROMPTS = 64
+DONE_MARKER = "recipe-stage-done.json"
+
+
+class RecipeError(HummingbirdError):
+    """A stage of the toy recipe failed."""
+
+
+@dataclass
+class RecipeSettings:
+    output: Path
+    configs: Path = Path("configs")
+    minutes: float | None = None
+    steps: dict[str, int] = field(default_factory=dict)  # keys: teacher, distill, consistency
+    overrides: dict[str, list[str]] = field(default_factory=dict)  # stage (or "all") -> KEY=VALUE
+    reward_attribute: str = "motion"
+    reward_weight: float = 1.0
+    n: int = 200
+    eval_batch_size: int = 50
+    teacher_steps: int = 50
+    teacher_guidance: float = 7.5
+    device: str = "auto"
+
+    def config_file(self, name: str) -> Path:
+        path = self.configs / name
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing; run from a checkout of the repository or pass --configs DIR (the repo's configs/)")
+        return path
+
+    def sets(self, stage: str) -> list[str]:
+        return [*self.overrides.get("all", []), *self.overrides.get(stage, [])]
+
+
+# ------------------------------------------------------------------------------------ stages
+def _cli(argv: list[str], stage: str) -> None:
+    from hummingbird_t2v.cli import main
+
+    code = main(argv)
+    if code != 0:
+        raise RecipeError(f"stage {stage} failed (exit {code}: `hummingbird {' '.join(argv)}`); see the message above")
+
+
+def _done(folder: Path) -> bool:
+    return (folder / DONE_MARKER).is_file()
+
+
+def _mark_done(folder: Path, record: dict[str, Any]) -> None:
+    write_json(folder / DONE_MARKER, record)
+
+
+def _model_paths(teacher_model: Path) -> list[str]:
+    return [f"model.{role}.path={teacher_model}" for role in ("unet", "vae", "text_encoder")]
+
+
+def _read_speed(run: Path) -> float:
+    """Samples per second over the last logging window of a run's train.csv."""
+    with (run / "logs" / "train.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise RecipeError(f"the probe run {run} logged no step")
+    return float(rows[-1]["samples_per_s"])
+
+
+def _batch_size(config: Path, sets: list[str]) -> int:
+    from hummingbird_t2v.training.config import apply_overrides, read_yaml
+
+    raw = apply_overrides(read_yaml(config), sets)
+    data, run = raw.get("data") or {}, raw.get("run") or {}
+    return int(data.get("batch_size", 1)) * int(run.get("grad_accum", 1))
+
+
+def _train_stage(settings: RecipeSettings, stage: str, command: str, config: Path, sets: list[str], budget_s: float | None) -> Path:
+    """Train one stage into settings.output/stage and return its exported model folder."""
+    folder = settings.output / stage
+    sets = [*sets, *settings.sets(stage)]
+    if _done(folder):
+        print(f"[recipe] {stage}: done already ({folder})")
+        return folder / "model"
+    steps = settings.steps.get(STEP_GROUPS[stage])
+    resume = (folder / "checkpoints").is_dir()
+    if resume:
+        steps = json.loads((folder / "recipe-steps.json").read_text())["steps"]
+    elif steps is None:
+        if budget_s is None:
+            raise ConfigError("give --minutes (a training budget) or --steps teacher=N,distill=N,consistency=N")
+        probe = settings.output / f".probe-{stage}"
+        shutil.rmtree(probe, ignore_errors=True)
+        probe_sets = [*sets, f"run.max_steps={PROBE_STEPS}", f"logging.every={PROBE_STEPS // 2}", "checkpoint.every=0",
+                      "sample.every=0", "sample.num_inference_steps=2", "logging.tensorboard=false"]
+        started = time.perf_counter()
+        _cli(["train", command, "--config", str(config), "--output", str(probe), *_set_args(probe_sets)], stage)
+        speed = _read_speed(probe)
+        shutil.rmtree(probe, ignore_errors=True)
+        steps = max(1, int(budget_s * speed / _batch_size(config, sets)))
+        print(f"[recipe] {stage}: {speed:.1f} samples/s measured (probe {time.perf_counter() - started:.0f} s); "
+              f"{steps} steps fill its {budget_s / 60:.1f} min")
+    write_json(folder / "recipe-steps.json", {"steps": steps})  # a resumed stage keeps its step count
+    started = time.perf_counter()
+    argv = ["train", command, "--config", str(config), "--output", str(folder), *_set_args([*sets, f"run.max_steps={steps}"])]
+    _cli(argv + (["--resume"] if resume else []), stage)
+    _mark_done(folder, {"steps": steps, "seconds": time.perf_counter() - started, "command": "hummingbird " + " ".join(argv)})
+    return folder / "model"
+
+
+def _set_args(sets: Sequence[str]) -> list[str]:
+    return [arg for item in sets for arg in ("--set", item)]
+
+
+def _write_calibration(teacher_model: Path, path: Path) -> None:
+    """Real toy clips as the importance analysis's calibration batch: teacher-VAE latents and captions."""
+    import torch
+    from safetensors.torch import save_file
+
+    from hummingbird_t2v.data.sampling import frames_to_tensor
+    from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
+    from hummingbird_t2v.toyworld.components import TRAIN_WORLD_SEED
+    from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
+
+    pipe = HummingbirdPipeline.from_pretrained(teacher_model, device="cpu")
+    defaults = pipe.config.defaults
+    world = ToyWorld(ToyWorldConfig(seed=TRAIN_WORLD_SEED, num_frames=defaults.num_frames, height=defaults.height, width=defaults.width))
+    clips = [world.clip(index) for index in range(CALIBRATION_CLIPS)]
+    with torch.no_grad():
+        video = torch.stack([frames_to_tensor(clip.frames) for clip in clips])
+        latents = pipe.vae.encode(video)
+        context = pipe.encode_prompt([clip.caption for clip in clips])
+        uncond = pipe.encode_prompt([""])
+    fps = torch.full((CALIBRATION_CLIPS,), defaults.fps, dtype=torch.long)
+    tensors = {"latents": latents.float(), "context": context.float(), "uncond_context": uncond.float(), "fps": fps}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def _prune_stages(settings: RecipeSettings, teacher_model: Path) -> tuple[Path, Path]:
+    """The paper-map student (untrained, for the table) and the importance layout file."""
+    paper_layout = settings.config_file("toy_paper_layout.yaml")
+    pruned = settings.output / "pruned-paper"
+    if not _done(pruned):
+        _cli(["prune", "--teacher", str(teacher_model), "--layout", str(paper_layout), "-o", str(pruned), "--overwrite"], "pruned-paper")
+        _mark_done(pruned, {"layout": str(paper_layout)})
+    importance = settings.output / "importance.yaml"
+    if not importance.is_file():
+        calibration = settings.output / "calibration.safetensors"
+        _write_calibration(teacher_model, calibration)
+        _cli(["prune", "--analyze", "--teacher", str(teacher_model), "--calibration", str(calibration),
+              "--no-guidance-projection", "--device", settings.device, "-o", str(importance), "--overwrite"], "importance")
+    return pruned / "model" if (pruned / "model").is_dir() else pruned, importance
+
+
+def _reward_yaml(settings: RecipeSettings) -> str:
+    reward = {"name": "toy", "weights": None, "weight": settings.reward_weight, "num_frames": None,
+              "options": {"attributes": [settings.reward_attribute], "mode": "log_prob"}}
+    return json.dumps([reward])  # JSON is YAML: --set parses it
+
+
+def train_all(settings: RecipeSettings) -> dict[str, Path]:
+    budget = {stage: settings.minutes * 60 * share for stage, share in BUDGET_SHARE.items()} if settings.minutes else {}
+    models: dict[str, Path] = {}
+    models["teacher"] = _train_stage(settings, "teacher", "base", settings.config_file("toy_teacher.yaml"), [], budget.get("teacher"))
+    models["pruned-paper"], importance = _prune_stages(settings, models["teacher"])
+    distill = settings.config_file("toy_distill.yaml")
+    teacher_sets = _model_paths(models["teacher"])
+    for stage, layout in (("distill-paper", settings.config_file("toy_paper_layout.yaml")), ("distill-importance", importance)):
+        models[stage] = _train_stage(settings, stage, "distill", distill, [*teacher_sets, f"objective.layout={layout}"], budget.get(stage))
+    consistency = settings.config_file("toy_consistency.yaml")
+    student = [*teacher_sets, f"objective.student={models['distill-paper']}"]
+    models["consistency"] = _train_stage(settings, "consistency", "consistency", consistency, [*student, "objective.rewards=[]"], budget.get("consistency"))
+    models["consistency-reward"] = _train_stage(
+        settings, "consistency-reward", "consistency", consistency, [*student, f"objective.rewards={_reward_yaml(settings)}"], budget.get("consistency-reward")
+    )
+    return models
+
+
+# -------------------------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class EvalRow:
+    label: str
+    model: str  # key into the trained models
+    steps: int | None  # None: the model's default
+    guidance: float | None
+
+
+def eval_rows(settings: RecipeSettings) -> list[EvalRow]:
+    t, g = settings.teacher_steps, settings.teacher_guidance
+    return [
+        EvalRow(f"teacher, DDIM {t}, CFG {g:g}", "teacher", t, g),
+        EvalRow(f"teacher, DDIM {t}, no CFG", "teacher", t, 1.0),
+        EvalRow(f"pruned (paper map), not distilled, DDIM {t}, CFG {g:g}", "pruned-paper", t, g),
+        EvalRow(f"stage 1, paper map, DDIM {t}, no CFG", "distill-paper", t, 1.0),
+        EvalRow(f"stage 1, importance layout, DDIM {t}, no CFG", "distill-importance", t, 1.0),
+        EvalRow("stage 2, 4 steps", "consistency", 4, None),
+        EvalRow("stage 2, 8 steps", "consistency", 8, None),
+        EvalRow(f"stage 2 + {settings.reward_attribute} reward, 4 steps", "consistency-reward", 4, None),
+        EvalRow(f"stage 2 + {settings.reward_attribute} reward, 8 steps", "consistency-reward", 8, None),
+    ]
+
+
+def _parameters(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def evaluate_all(settings: RecipeSettings, models: dict[str, Path]) -> dict[str, Any]:
+    import numpy as np
+
+    from hummingbird_t2v.commands.common import resolve_device
+    from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
+    from hummingbird_t2v.toyworld.evaluator import (
+        eval_scenes,
+        evaluate_real_clips,
+        format_eval_table,
+        generate_eval_videos,
+        load_toy_evaluator,
+        score_videos,
+    )
+
+    device = resolve_device(settings.device)
+    evaluator = load_toy_evaluator(device="cpu")
+    _, prompts, attributes = eval_scenes(settings.n)
+    results = [evaluate_real_clips(settings.n, evaluator=evaluator)]
+    rows: list[dict[str, Any]] = [{"label": "real clips", **dataclasses.asdict(results[0])}]
+    pipes: dict[str, Any] = {}
+    for row in eval_rows(settings):
+        if row.model not in pipes:
+            pipes[row.model] = HummingbirdPipeline.from_pretrained(models[row.model], device=device)
+        pipe = pipes[row.model]
+        started = time.perf_counter()
+        videos = generate_eval_videos(pipe, prompts, num_inference_steps=row.steps, guidance_scale=row.guidance, batch_size=settings.eval_batch_size)
+        result = score_videos(row.label, videos, attributes, evaluator=evaluator, seconds=time.perf_counter() - started)
+        results.append(result)
+        rows.append({"label": row.label, "model": row.model, "steps": row.steps or pipe.config.defaults.num_inference_steps,
+                     "guidance": row.guidance if row.guidance is not None else pipe.config.defaults.guidance_scale,
+                     "parameters": _parameters(pipe.unet), **dataclasses.asdict(result)})
+        print(f"[recipe] scored {row.label}: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.accuracy.items()), flush=True)
+
+    # Does the stage-1 student without guidance reproduce the teacher with guidance? Same prompts,
+    # same starting noise, deterministic DDIM (eta 0): mean absolute pixel difference in [0, 1].
+    count = min(AGREEMENT_PROMPTS, settings.n)
+    t, g = settings.teacher_steps, settings.teacher_guidance
+    reference = None
+    agreement: dict[str, float] = {}
+    for label, model, guidance in (("teacher, CFG", "teacher", g), ("teacher, no CFG", "teacher", 1.0),
+                                   ("pruned, not distilled, CFG", "pruned-paper", g),
+                                   ("stage 1 paper map, no CFG", "distill-paper", 1.0),
+                                   ("stage 1 importance layout, no CFG", "distill-importance", 1.0)):
+        pipe = pipes[model]
+        pipe.config = dataclasses.replace(pipe.config, ddim_eta=0.0)
+        videos = generate_eval_videos(pipe, prompts[:count], num_inference_steps=t, guidance_scale=guidance, batch_size=settings.eval_batch_size)
+        videos = videos.astype(np.float32) / 255.0
+        if reference is None:
+            reference = videos
+            continue
+        agreement[label] = float(np.abs(videos - reference).mean())
+
+    summary = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()},
+        "device": str(device),
+        "rows": rows,
+        "agreement_with_teacher_cfg": {"prompts": count, "ddim_eta": 0.0, "mean_abs_pixel_difference": agreement},
+        "table": format_eval_table(results),
+    }
+    return summary
+
+
+def _markdown(summary: dict[str, Any]) -> str:
+    from hummingbird_t2v.toyworld.evaluator import chance_accuracy
+
+    rows = summary["rows"]
+    names = list(rows[0]["accuracy"])
+    lines = ["| model | U-Net params | " + " | ".join(names) + " | flicker |", "|---|---:|" + "---:|" * (len(names) + 1)]
+    lines.append("| chance | | " + " | ".join(f"{100 * chance_accuracy(n):.1f}" for n in names) + " | |")
+    for row in rows:
+        params = f"{row['parameters'] / 1e6:.2f} M" if "parameters" in row else ""
+        lines.append(f"| {row['label']} | {params} | " + " | ".join(f"{100 * row['accuracy'][n]:.1f}" for n in names)
+                     + f" | {row['temporal_flickering']:.4f} |")
+    agreement = summary["agreement_with_teacher_cfg"]
+    lines += ["", f"Mean absolute pixel difference from the teacher with CFG ({agreement['prompts']} prompts, same noise, DDIM eta 0):", ""]
+    lines += [f"- {label}: {value:.4f}" for label, value in agreement["mean_abs_pixel_difference"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_recipe(settings: RecipeSettings) -> dict[str, Any]:
+    if settings.n < 1:
+        raise ConfigError(f"--n must be at least 1, got {settings.n}")
+    settings.output.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    models = train_all(settings)
+    trained = time.perf_counter()
+    summary = evaluate_all(settings, models)
+    summary["seconds"] = {"training": trained - started, "evaluation": time.perf_counter() - trained}
+    summary["stages"] = {stage: json.loads((settings.output / stage / DONE_MARKER).read_text()) for stage in TRAIN_STAGES}
+    write_json(settings.output / "results.json", summary)
+    (settings.output / "results.md").write_text(_markdown(summary), encoding="utf-8")
+    print(summary["table"])
+    print(_markdown(summary))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def _parse_steps(text: str | None) -> dict[str, int]:
+    if not text:
+        return {}
+    steps = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in ("teacher", "distill", "consistency") or not value.strip().isdigit() or int(value) < 1:
+            raise ConfigError(f"--steps takes teacher=N,distill=N,consistency=N with N >= 1, got {item!r}")
+        steps[key] = int(value)
+    return steps
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, list[str]]:
+    overrides: dict[str, list[str]] = {}
+    for item in items:
+        stage, sep, assignment = item.partition(":")
+        if not sep or stage not in ("all", *TRAIN_STAGES) or "=" not in assignment:
+            raise ConfigError(f"--set takes STAGE:KEY=VALUE with STAGE one of all, {', '.join(TRAIN_STAGES)}; got {item!r}")
+        overrides.setdefault(stage, []).append(assignment)
+    return overrides
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hummingbird_t2v.toyworld.labels import ATTRIBUTE_CLASSES
+
+    if args.minutes is None and not args.steps:
+        raise ConfigError("give --minutes (a training budget split over the stages) or --steps teacher=N,distill=N,consistency=N")
+    if args.minutes is not None and args.minutes <= 0:
+        raise ConfigError(f"--minutes must be positive, got {args.minutes}")
+    if args.reward_attribute not in ATTRIBUTE_CLASSES:
+        raise ConfigError(f"--reward-attribute must be one of {', '.join(ATTRIBUTE_CLASSES)}, got {args.reward_attribute!r}")
+    steps = _parse_steps(args.steps)
+    if args.minutes is None and set(steps) != {"teacher", "distill", "consistency"}:
+        raise ConfigError("without --minutes, --steps must name teacher, distill and consistency")
+    settings = RecipeSettings(
+        output=Path(args.output),
+        configs=Path(args.configs),
+        minutes=args.minutes,
+        steps=steps,
+        overrides=_parse_overrides(args.overrides),
+        reward_attribute=args.reward_attribute,
+        reward_weight=args.reward_weight,
+        n=args.n,
+        eval_batch_size=args.eval_batch_size,
+        teacher_steps=args.teacher_steps,
+        device=args.device,
+    )
+    run_recipe(settings)
+    return 0
+
+
+def add_recipe_parser(commands: Any) -> None:
+    """Register `recipe` on the `hummingbird toyworld` sub-command parsers."""
+    parser = commands.add_parser("recipe", help="train, prune, distill and evaluate the whole recipe on the toy world",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-o", "--output", required=True, help="run folder (one sub-folder per stage; rerun to resume)")
+    parser.add_argument("--minutes", type=float, default=None, help="training budget in minutes, split over the stages")
+    parser.add_argument("--steps", default=None, help="explicit steps, e.g. teacher=1500,distill=500,consistency=500")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE:KEY=VALUE",
+                        help="override a stage's config (STAGE all for every stage), e.g. all:data.num_workers=4")
+    parser.add_argument("--configs", default="configs", help="folder of the toy configs (default: ./configs)")
+    parser.add_argument("--reward-attribute", default="motion", help="attribute the toy reward targets (default motion)")
+    parser.add_argument("--reward-weight", type=float, default=1.0, help="weight of the toy reward (default 1)")
+    parser.add_argument("--n", type=int, default=200, help="evaluation prompts per model (default 200)")
+    parser.add_argument("--eval-batch-size", type=int, default=50, help="videos generated at once (default 50)")
+    parser.add_argument("--teacher-steps", type=int, default=50, help="DDIM steps of the teacher and stage-1 rows (default 50)")
+    parser.add_argument("--device", default="auto", help="device for analysis and evaluation (default auto)")
+    parser.set_defaults(func=_run)

@@ -1,0 +1,88 @@
+"""`hummingbird toyworld recipe`: the whole toy recipe end to end at a tiny size, and its argument checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from hummingbird_t2v.errors import ConfigError
+from hummingbird_t2v.toyworld.recipe import TRAIN_STAGES, add_recipe_parser
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_recipe_parser(parser.add_subparsers())
+    return parser.parse_args(["recipe", *argv])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "--minutes"),
+        (["--minutes", "0"], "positive"),
+        (["--steps", "teacher=2"], "must name teacher, distill and consistency"),
+        (["--steps", "teacher=2,student=3"], "teacher=N"),
+        (["--minutes", "1", "--set", "nowhere:optim.lr=1"], "STAGE:KEY=VALUE"),
+        (["--minutes", "1", "--set", "teacher:optim.lr"], "STAGE:KEY=VALUE"),
+        (["--minutes", "1", "--reward-attribute", "smell"], "--reward-attribute"),
+        (["--minutes", "1", "--n", "0"], "--n"),
+    ],
+)
+def test_bad_arguments_get_a_one_line_error(tmp_path, argv, message):
+    args = _parse(["-o", str(tmp_path / "run"), "--configs", str(CONFIGS), *argv])
+    with pytest.raises(ConfigError, match=message):
+        args.func(args)
+
+
+def test_a_missing_configs_folder_says_what_to_pass(tmp_path):
+    args = _parse(["-o", str(tmp_path / "run"), "--configs", str(tmp_path / "nowhere"), "--steps", "teacher=1,distill=1,consistency=1"])
+    with pytest.raises(ConfigError, match="--configs"):
+        args.func(args)
+
+
+TINY = [
+    "all:data.num_workers=0", "all:data.batch_size=1", "all:data.height=32", "all:data.width=32",
+    "all:sample.num_inference_steps=1", "all:sample.prompts=[a red circle moving left on a blue background]",
+    "all:logging.tensorboard=false", "all:checkpoint.every=0",
+]
+
+
+def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["-o", str(out), "--configs", str(CONFIGS), "--steps", "teacher=1,distill=1,consistency=1", "--device", "cpu"]
+    for item in TINY:
+        common += ["--set", item]
+    args = _parse([*common, "--n", "2", "--eval-batch-size", "2", "--teacher-steps", "2"])
+    assert args.func(args) == 0
+
+    for stage in TRAIN_STAGES:
+        assert (out / stage / "model" / "model_index.json").is_file(), stage
+        assert json.loads((out / stage / "recipe-stage-done.json").read_text())["steps"] == 1
+    summary = json.loads((out / "results.json").read_text())
+    labels = [row["label"] for row in summary["rows"]]
+    assert labels[0] == "real clips" and len(labels) == 10
+    assert any("motion reward, 4 steps" in label for label in labels)
+    params = {row["model"]: row["parameters"] for row in summary["rows"][1:]}
+    # The paper map drops one block per level: the students are smaller than the teacher, and
+    # the importance analysis proposes a layout within the paper map's parameter budget.
+    assert params["pruned-paper"] == params["distill-paper"] < params["teacher"]
+    assert params["distill-importance"] <= params["distill-paper"]
+    assert params["consistency"] > params["distill-paper"]  # + the guidance projection
+    for row in summary["rows"]:
+        assert all(0.0 <= value <= 1.0 for value in row["accuracy"].values())
+    agreement = summary["agreement_with_teacher_cfg"]["mean_abs_pixel_difference"]
+    assert set(agreement) == {"teacher, no CFG", "pruned, not distilled, CFG", "stage 1 paper map, no CFG", "stage 1 importance layout, no CFG"}
+    table = (out / "results.md").read_text()
+    assert table.startswith("| model | U-Net params |") and "stage 2, 8 steps" in table
+
+    # A rerun resumes: every finished stage is skipped.
+    args = _parse([*common, "--n", "1", "--teacher-steps", "1"])
+    capsys.readouterr()
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert all(f"[recipe] {stage}: done already" in printed for stage in TRAIN_STAGES)
