@@ -121,7 +121,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"loading {weights} on {device} ({str(dtype).removeprefix('torch.')})", flush=True)
     pipe = HummingbirdPipeline.from_pretrained(weights, torch_dtype=dtype, device=device, model=args.model)
     fps = args.fps or pipe.config.defaults.fps
+    unknown_words = getattr(pipe.text_encoder, "unknown_words", None)  # word-level encoders (the toy model's)
     for prompt, seed, path in jobs:
+        unknown = unknown_words(prompt) if unknown_words is not None else []
+        if unknown:
+            print(f"note: the model does not know the words {', '.join(repr(w) for w in unknown)}; it ignores them", flush=True)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         start = time.perf_counter()
         result = pipe(
