@@ -6,14 +6,18 @@ gives per-attribute accuracy, the toy world's answer to "does the model follow t
 Later issues use it to compare the teacher, pruned and distilled students.
 
 The network is a (2+1)D convolution stack (a spatial 3x3 then a temporal 3 convolution per stage,
-as R(2+1)D factorises 3D convolutions) over 8 frames spread evenly over the clip, at 64x64. The
-last feature map keeps a 4x4 spatial grid and two time steps, flattened into the linear heads, so
-a head knows where things are (the first object is the left one in two-object scenes) and how they
-changed. It is trained on rendered toy clips of the training world, 30 % of them degraded (blur,
-noise, compression, frame drops, flicker) so that imperfect generated videos are still read.
+as R(2+1)D factorises 3D convolutions) over 8 frames spread evenly over the clip, at 64x64, from a
+full-resolution stem. The last feature map is averaged over time and pooled (global mean and max,
+and the max of each quadrant) into the linear heads: position-free for shape and colour, while the
+quadrants keep which side an object is on (the first object is the left one in two-object scenes).
+It is trained on rendered toy clips of the training world, 30 % of them degraded (blur, noise,
+compression, frame drops, flicker) so that imperfect generated videos are still read.
 
-Reproduce the shipped evaluator (about 15 minutes on 2 CPU threads):
-    python -m hummingbird_t2v.toyworld.evaluator --out src/hummingbird_t2v/assets/toy/evaluator
+Reproduce the shipped evaluator (two runs on the shared 2-core CPU, 43 + 38 minutes; its training.json
+records both):
+    python -m hummingbird_t2v.toyworld.evaluator --steps 1800 --out RUN1
+    python -m hummingbird_t2v.toyworld.evaluator --init RUN1 --steps 1500 --lr 1e-3 --seed 1 --threads 1 --workers 1 \
+        --out src/hummingbird_t2v/assets/toy/evaluator
 """
 
 from __future__ import annotations
