@@ -54,7 +54,8 @@ from hummingbird_t2v.training.objectives.diffusion import (
     DiffusionSettings,
 )
 
-TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_test.yaml"
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "configs" / "tiny_test.yaml"
 
 
 @pytest.fixture
@@ -114,7 +115,12 @@ def test_toy_teacher_config_is_teacher_structured():
     unet = UNetConfig.from_dict({**get_unet_preset(config.model.unet.preset).to_dict(), **config.model.unet.config})
     assert unet.num_res_blocks == 2 and unet.use_middle_block and unet.time_cond_proj_dim is None
     assert 1 not in unet.attention_resolutions  # attention only at the lower resolutions
-    assert unet.context_dim == 384 and 32 <= unet.model_channels <= 64
+    assert 32 <= unet.model_channels <= 64
+    # The U-Net cross-attends to the shipped toy text encoder named by the config.
+    assert config.model.text_encoder.class_name == "WordTextEncoder"
+    encoder = json.loads((REPO / config.model.text_encoder.path / "config.json").read_text())
+    assert unet.context_dim == encoder["width"] == 128
+    assert (REPO / config.model.vae.path / "model.safetensors").is_file()
     spec, settings = parse_objective_settings(config.objective)
     assert spec.command == "base" and settings.latent_rescale is False
 
