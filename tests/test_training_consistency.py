@@ -20,6 +20,7 @@ from training_helpers import (  # noqa: F401
     restore_threads,
     run_killed,
     save_unet_folder,
+    teacher_dir,
     torchrun_train,
 )
 
@@ -38,12 +39,6 @@ from hummingbird_t2v.training.lora import has_lora, trainable_lora_parameters
 pytestmark = pytest.mark.usefixtures("restore_threads")
 
 CONFIG = CONFIGS / "tiny_consistency.yaml"
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    """A tiny-vc2 teacher whose prediction is not zero (a fresh U-Net predicts exactly 0)."""
-    return save_unet_folder(noisy_unet("tiny-vc2", seed=0), tmp_path_factory.mktemp("teacher") / "unet")
 
 
 def _overrides(teacher_dir, *extra):

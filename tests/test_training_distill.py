@@ -19,6 +19,7 @@ from training_helpers import (  # noqa: F401
     restore_threads,
     run_killed,
     save_unet_folder,
+    teacher_dir,
     torchrun_train,
 )
 
@@ -37,12 +38,6 @@ from hummingbird_t2v.training.objectives.distill import Stage1DistillObjective
 pytestmark = pytest.mark.usefixtures("restore_threads")
 
 CONFIG = CONFIGS / "tiny_distill.yaml"
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    """A tiny-vc2 teacher whose prediction is not zero (a fresh U-Net predicts exactly 0)."""
-    return save_unet_folder(noisy_unet("tiny-vc2", seed=0), tmp_path_factory.mktemp("teacher") / "unet")
 
 
 def _overrides(teacher_dir, output, *extra):
