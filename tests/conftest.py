@@ -1,4 +1,5 @@
-"""Shared test fixtures: where the reference tensors made from the official code live."""
+"""Shared test fixtures: where the reference tensors made from the official code live, and the
+tiny teacher the distillation tests share."""
 
 from __future__ import annotations
 
@@ -26,3 +27,11 @@ def reference_dir() -> Path:
 @pytest.fixture(scope="session")
 def golden_dir(reference_dir: Path) -> Path:
     return reference_dir / "golden"
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> Path:
+    """A tiny-vc2 teacher U-Net folder whose prediction is not zero (a fresh U-Net predicts exactly 0)."""
+    from training_helpers import noisy_unet, save_unet_folder
+
+    return save_unet_folder(noisy_unet("tiny-vc2", seed=0), tmp_path_factory.mktemp("teacher") / "unet")

@@ -20,7 +20,6 @@ from training_helpers import (  # noqa: F401
     restore_threads,
     run_killed,
     save_unet_folder,
-    teacher_dir,
     torchrun_train,
 )
 

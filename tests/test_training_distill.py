@@ -19,7 +19,6 @@ from training_helpers import (  # noqa: F401
     restore_threads,
     run_killed,
     save_unet_folder,
-    teacher_dir,
     torchrun_train,
 )
 

@@ -129,9 +129,3 @@ def save_unet_folder(unet: UNet3D, folder: Path) -> Path:
     """A U-Net component folder (config.json + model.safetensors)."""
     save_component(folder, unet, unet.config.to_dict())
     return folder
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    """A tiny-vc2 teacher whose prediction is not zero (a fresh U-Net predicts exactly 0)."""
-    return save_unet_folder(noisy_unet("tiny-vc2", seed=0), tmp_path_factory.mktemp("teacher") / "unet")
