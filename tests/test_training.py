@@ -546,3 +546,13 @@ def test_cli_refuses_a_config_for_another_objective(tmp_path, capsys):
     config.write_text(TINY_CONFIG.read_text().replace("name: diffusion", "name: distill"))
     assert cli_main(["train", "base", "--config", str(config), "--output", str(tmp_path / "x")]) == 2
     assert "trains objective 'distill'" in capsys.readouterr().err
+
+
+def test_a_bare_component_folder_of_another_class_says_to_name_the_class():
+    """The shipped toy text encoder folder holds a WordTextEncoder; read as the default OpenCLIP
+    encoder it fails, and the error says which setting fixes it."""
+    folder = REPO / "src" / "hummingbird_t2v" / "assets" / "toy" / "text_encoder"
+    with pytest.raises(ConfigError, match="model.text_encoder.class_name"):
+        build_from_spec(ComponentSpec(path=str(folder)), "text_encoder")
+    encoder = build_from_spec(ComponentSpec(path=str(folder), class_name="WordTextEncoder"), "text_encoder")
+    assert encoder.config.width == 128

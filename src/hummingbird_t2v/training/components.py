@@ -106,7 +106,16 @@ def build_from_spec(spec: ComponentSpec, role: str) -> nn.Module:
         folder, indexed_class = _folder_for(path, role)
         class_name = spec.class_name or indexed_class or DEFAULT_CLASSES[role]
         _require_registered(class_name, role)
-        return load_component(folder, lambda config: build_component(class_name, config))
+        try:
+            return load_component(folder, lambda config: build_component(class_name, config))
+        except ConfigError as error:
+            if spec.class_name or indexed_class:
+                raise
+            # A bare component folder does not name its class: the default may be the wrong one.
+            raise ConfigError(
+                f"{error}; {folder} is a bare component folder, loaded as the default {class_name}: "
+                f"if it holds another class, name it with model.{role}.class_name (e.g. WordTextEncoder)"
+            ) from None
     class_name = spec.class_name or DEFAULT_CLASSES[role]
     _require_registered(class_name, role)
     config = _preset_config(class_name, spec.preset) if spec.preset else {}
