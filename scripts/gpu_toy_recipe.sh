@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The run that made the shipped toy models: the whole toy recipe on one GPU in a fixed time.
+# The whole toy recipe on one GPU in a fixed time (its first run, on an H100, trained the shipped toy
+# teacher's first 615 steps; docs/toy-model.md).
 #   bash scripts/gpu_toy_recipe.sh OUT_DIR [TRAIN_MINUTES] [WALL_SECONDS] [SPEED_SECONDS]
-# Trains the toy evaluator, then the teacher, prunes, distils (stage 1, two layouts) and consistency-distils (stage 2, with
-# and without the toy reward), evaluates every model, then packs the results and the model weights
-# into OUT_DIR (split into parts under 15 MiB: cat OUT_DIR/weights.tar.part-* | tar -x).
+#   TRAIN_EVALUATOR=1 EVALUATOR_STEPS=3000 bash scripts/gpu_toy_recipe.sh ...   # retrain the toy evaluator first
+# Trains the teacher, prunes, distils (stage 1, two layouts) and consistency-distils (stage 2, with
+# and without the toy reward), evaluates every model with the shipped toy evaluator, then packs the
+# results and the model weights into OUT_DIR (split into parts under 15 MiB: cat
+# OUT_DIR/weights.tar.part-* | tar -x). At these tiny sizes a GPU step is mostly fixed overhead:
+# raise the batch sizes below if the budget is short.
 # Runs from a checkout: PYTHONPATH=src, no install needed where torch and the dependencies exist.
 set -uo pipefail
 out=${1:?usage: gpu_toy_recipe.sh OUT_DIR [TRAIN_MINUTES] [WALL_SECONDS] [SPEED_SECONDS]}
@@ -18,10 +22,13 @@ mkdir -p "$out" && out=$(cd "$out" && pwd)
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"; } > "$out/recipe.log" 2>&1
-# The toy evaluator first: the recipe's reward stage and its evaluation both use it.
-timeout "$evaluator" python3 -m hummingbird_t2v.toyworld.evaluator --device "$device" --workers 12 --batch-size 64 \
-  --steps "$evaluator_steps" --out src/hummingbird_t2v/assets/toy/evaluator 2>&1 | tee -a "$out/recipe.log"
-mkdir -p "$run" && cp -r src/hummingbird_t2v/assets/toy/evaluator "$run/evaluator"
+# Optionally a new toy evaluator first (the reward stage and the evaluation both use it). It is
+# written beside the shipped one and replaces it only when its training finished.
+if [ "${TRAIN_EVALUATOR:-0}" = 1 ]; then
+  timeout "$evaluator" python3 -m hummingbird_t2v.toyworld.evaluator --device "$device" --workers 12 --batch-size 64 \
+    --steps "$evaluator_steps" --out "$run/evaluator" 2>&1 | tee -a "$out/recipe.log" \
+    && [ -f "$run/evaluator/model.safetensors" ] && cp "$run/evaluator/"* src/hummingbird_t2v/assets/toy/evaluator/
+fi
 # Batches sized for a GPU (the configs' batches are sized for 2 CPU cores); learning rates as configured.
 timeout "$wall" python3 -m hummingbird_t2v.cli toyworld recipe -o "$run" --minutes "$minutes" \
   --set all:data.num_workers=6 --set all:logging.tensorboard=false \
