@@ -113,11 +113,10 @@ def _read_speed(run: Path) -> float:
 
 
 def _batch_size(config: Path, sets: list[str]) -> int:
-    from hummingbird_t2v.training.config import apply_overrides, read_yaml
+    from hummingbird_t2v.training.config import load_config
 
-    raw = apply_overrides(read_yaml(config), sets)
-    data, run = raw.get("data") or {}, raw.get("run") or {}
-    return int(data.get("batch_size", 1)) * int(run.get("grad_accum", 1))
+    loaded = load_config(config, sets)
+    return loaded.data.batch_size * loaded.run.grad_accum
 
 
 def _train_stage(settings: RecipeSettings, stage: str, command: str, config: Path, sets: list[str], budget_s: float | None) -> Path:
@@ -258,16 +257,16 @@ def evaluate_all(settings: RecipeSettings, models: dict[str, Path]) -> dict[str,
     from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
     from hummingbird_t2v.toyworld.evaluator import (
         eval_scenes,
+        evaluate_pipeline,
         evaluate_real_clips,
         format_eval_table,
         generate_eval_videos,
         load_toy_evaluator,
-        score_videos,
     )
 
     device = resolve_device(settings.device)
     evaluator = load_toy_evaluator(device="cpu")
-    _, prompts, attributes = eval_scenes(settings.n)
+    _, prompts, _ = eval_scenes(settings.n)
     results = [evaluate_real_clips(settings.n, evaluator=evaluator)]
     rows: list[dict[str, Any]] = [{"label": "real clips", **dataclasses.asdict(results[0])}]
     pipes: dict[str, Any] = {}
@@ -275,9 +274,8 @@ def evaluate_all(settings: RecipeSettings, models: dict[str, Path]) -> dict[str,
         if row.model not in pipes:
             pipes[row.model] = HummingbirdPipeline.from_pretrained(models[row.model], device=device)
         pipe = pipes[row.model]
-        started = time.perf_counter()
-        videos = generate_eval_videos(pipe, prompts, num_inference_steps=row.steps, guidance_scale=row.guidance, batch_size=settings.eval_batch_size)
-        result = score_videos(row.label, videos, attributes, evaluator=evaluator, seconds=time.perf_counter() - started)
+        result = evaluate_pipeline(pipe, settings.n, source=row.label, num_inference_steps=row.steps, guidance_scale=row.guidance,
+                                   batch_size=settings.eval_batch_size, evaluator=evaluator)
         results.append(result)
         rows.append({"label": row.label, "model": row.model, "steps": row.steps or pipe.config.defaults.num_inference_steps,
                      "guidance": row.guidance if row.guidance is not None else pipe.config.defaults.guidance_scale,
