@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from hummingbird_t2v.errors import CheckpointError, ConfigError
+from hummingbird_t2v.toyworld.builtin import model_toy_vocabulary
+from hummingbird_t2v.toyworld.scene import VOCABULARY_PRESETS
 from hummingbird_t2v.eval.flicker import mean_temporal_flickering, temporal_flickering
 from hummingbird_t2v.toyworld import ToyWorld, ToyWorldConfig
 from hummingbird_t2v.toyworld.eval_cli import add_eval_parser
@@ -226,8 +228,12 @@ def test_eval_generates_from_a_model_folder_end_to_end(tmp_path, capsys):
     unet = UNet3D(get_unet_preset("tiny-hb-0.7b").replace(channel_mult=(1, 2)))
     vae = VideoVAE(VAEConfig(base_channels=8, channel_multipliers=(1, 2), norm_num_groups=8, sample_size=32))
     defaults = SamplingDefaults(num_inference_steps=2, guidance_scale=7.5, fps=8, num_frames=4, height=32, width=32)
-    HummingbirdPipeline(unet, vae, text_encoder, PipelineConfig(sampler="consistency", defaults=defaults)).save_pretrained(tmp_path / "tiny")
+    config = PipelineConfig(sampler="consistency", defaults=defaults, extra={"toy_vocabulary": "core"})
+    HummingbirdPipeline(unet, vae, text_encoder, config).save_pretrained(tmp_path / "tiny")
     args = _parse(["eval", "--model", str(tmp_path / "tiny"), "--n", "3", "--steps", "1", "--batch-size", "2"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "real clips (n=3)" in out and "tiny (n=3)" in out
+    assert "the model's vocabulary" in out  # prompts from the core vocabulary the folder records
+    assert model_toy_vocabulary(tmp_path / "tiny") == VOCABULARY_PRESETS["core"]
+    assert model_toy_vocabulary(tmp_path) is None

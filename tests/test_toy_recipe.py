@@ -25,7 +25,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     [
         ([], "--minutes"),
         (["--minutes", "0"], "positive"),
-        (["--steps", "teacher=2"], "must name teacher, distill and consistency"),
+        (["--steps", "teacher=2"], "must name consistency, distill, teacher"),
+        (["--steps", "distill=1,consistency=1", "--teacher", "nowhere"], "not a model folder"),
+        (["--minutes", "1", "--vocabulary", "tiny"], "--vocabulary"),
         (["--steps", "teacher=2,student=3"], "teacher=N"),
         (["--minutes", "1", "--set", "nowhere:optim.lr=1"], "STAGE:KEY=VALUE"),
         (["--minutes", "1", "--set", "teacher:optim.lr"], "STAGE:KEY=VALUE"),
@@ -86,3 +88,20 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert all(f"[recipe] {stage}: done already" in printed for stage in TRAIN_STAGES)
+
+    # A given teacher skips the teacher stage; --vocabulary core trains and evaluates on the core
+    # vocabulary, and every exported model records it.
+    given = out / "teacher" / "model"
+    core = tmp_path / "core"
+    argv = ["-o", str(core), "--configs", str(CONFIGS), "--teacher", str(given), "--vocabulary", "core",
+            "--steps", "distill=1,consistency=1", "--device", "cpu", "--n", "2", "--eval-batch-size", "2", "--teacher-steps", "1"]
+    for item in TINY:
+        argv += ["--set", item]
+    args = _parse(argv)
+    assert args.func(args) == 0
+    assert not (core / "teacher").exists()
+    summary = json.loads((core / "results.json").read_text())
+    assert summary["stages"]["teacher"] == {"given": str(given)}
+    for stage in TRAIN_STAGES[1:]:
+        index = json.loads((core / stage / "model" / "model_index.json").read_text())
+        assert index["extra"]["toy_vocabulary"] == "core", stage

@@ -28,7 +28,15 @@ from hummingbird_t2v.toyworld import (
 from hummingbird_t2v.toyworld.captions import canonical_caption, paraphrase_caption
 from hummingbird_t2v.toyworld.cli import add_parser
 from hummingbird_t2v.toyworld.render import render_scene
-from hummingbird_t2v.toyworld.scene import BackgroundSpec, CameraSpec, ObjectSpec, SceneSpec
+from hummingbird_t2v.toyworld.scene import (
+    VOCABULARY_PRESETS,
+    BackgroundSpec,
+    CameraSpec,
+    ObjectSpec,
+    SceneSpec,
+    describe_vocabulary,
+    resolve_vocabulary,
+)
 from hummingbird_t2v.toyworld.vocabulary import (
     CAMERA_WORDS,
     COLOR_RGB,
@@ -166,6 +174,24 @@ def test_restricted_vocabulary() -> None:
         SceneVocabulary(shapes=("circle",), motions=("rotating",))
     with pytest.raises(ConfigError):
         ToyWorldConfig(height=4)
+
+
+def test_vocabulary_presets_resolve_and_describe_themselves() -> None:
+    core = resolve_vocabulary("core")
+    assert core is VOCABULARY_PRESETS["core"] and resolve_vocabulary(None) == SceneVocabulary()
+    assert resolve_vocabulary({"shapes": ["star"]}).shapes == ("star",)
+    world = ToyWorld(ToyWorldConfig(vocabulary=core))
+    for index in range(40):
+        scene = world.scene(index)
+        assert len(scene.objects) == 1 and scene.camera.kind == "still" and scene.background.kind == "solid"
+        assert scene.objects[0].shape in core.shapes and scene.objects[0].motion in core.motions
+    text = describe_vocabulary("core")
+    assert "one flat shape" in text and "shapes:      circle, square, triangle, star" in text and "dolly" not in text
+    assert "dolly zoom" in describe_vocabulary()
+    with pytest.raises(ConfigError, match="unknown toy vocabulary 'tiny'"):
+        resolve_vocabulary("tiny")
+    with pytest.raises(ConfigError, match="unknown field"):
+        resolve_vocabulary({"smells": ["sweet"]})
 
 
 def test_captions() -> None:
@@ -322,4 +348,9 @@ def test_cli_make_and_errors(tmp_path: Path, capsys) -> None:
         with pytest.raises(HummingbirdError):
             args.func(args)
     args = parser.parse_args(["toyworld", "vocab"])
-    assert args.func(args) == 0 and "dolly_zoom" in capsys.readouterr().out
+    assert args.func(args) == 0 and "dolly zoom" in capsys.readouterr().out
+    args = parser.parse_args(["toyworld", "vocab", "--vocabulary", "core"])
+    assert args.func(args) == 0 and "dolly" not in capsys.readouterr().out
+    args = parser.parse_args(["toyworld", "vocab", "--vocabulary", "tiny"])
+    with pytest.raises(HummingbirdError, match="unknown toy vocabulary"):
+        args.func(args)

@@ -298,6 +298,23 @@ def test_diffusion_objective_noises_latents_and_regresses_the_noise(rescale):
     assert pipeline_config.sampler == "ddim" and pipeline_config.use_scale is rescale
 
 
+def test_min_snr_weighting_scales_each_clip_by_min_snr_gamma_over_snr():
+    batch = _batch()
+    objective = DiffusionObjective(_Recorder(), DiffusionSettings(min_snr_gamma=5.0))
+    output = objective(batch, torch.Generator().manual_seed(3))
+    replay = torch.Generator().manual_seed(3)
+    t = torch.randint(0, 1000, (4,), generator=replay)
+    noise = torch.randn(batch.latents.shape, generator=replay)
+    alpha_bar = objective.alphas_cumprod[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    expected = (torch.minimum(snr, torch.tensor(5.0)) / snr * noise.pow(2).flatten(1).mean(1)).mean()
+    torch.testing.assert_close(output.loss, expected)
+    # Low-noise steps (SNR above gamma) are down-weighted, high-noise ones keep weight 1.
+    assert snr.max() > 5 and output.loss < noise.pow(2).mean()
+    with pytest.raises(ConfigError, match="min_snr_gamma"):
+        DiffusionSettings(min_snr_gamma=0.0)
+
+
 def test_prompt_dropout_extremes():
     batch = _batch()
     for p, expect_uncond in ((0.0, False), (1.0, True)):

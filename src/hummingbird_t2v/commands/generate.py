@@ -88,8 +88,8 @@ def ensure_writable(folder: Path) -> None:
 
 def builtin_weights(model: str | None) -> str:
     """No --weights: the toy-world model that ships with the package (it knows only toy prompts)."""
-    from hummingbird_t2v.toyworld.builtin import builtin_model_folder
-    from hummingbird_t2v.toyworld.vocabulary import describe_vocabulary
+    from hummingbird_t2v.toyworld.builtin import builtin_model_folder, model_toy_vocabulary
+    from hummingbird_t2v.toyworld.scene import describe_vocabulary
 
     folder = builtin_model_folder()
     if folder is None or model is not None:
@@ -98,7 +98,7 @@ def builtin_weights(model: str | None) -> str:
             + ("" if folder is None else " (the built-in toy model has no --model preset)")
         )
     print("using the built-in toy model (no --weights given); it was trained on the procedural toy world only.")
-    print(describe_vocabulary())
+    print(describe_vocabulary(model_toy_vocabulary(folder)))
     return str(folder)
 
 

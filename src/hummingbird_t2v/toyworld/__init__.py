@@ -19,8 +19,7 @@ from hummingbird_t2v.toyworld.generator import (
     ToyWorldError,
     make_dataset,
 )
-from hummingbird_t2v.toyworld.scene import SceneSpec, SceneVocabulary
-from hummingbird_t2v.toyworld.vocabulary import describe_vocabulary
+from hummingbird_t2v.toyworld.scene import SceneSpec, SceneVocabulary, describe_vocabulary
 
 __all__ = [
     "ATTRIBUTE_COLUMNS",

@@ -94,9 +94,9 @@ def _run_make(args: argparse.Namespace) -> int:
 
 
 def _run_vocab(args: argparse.Namespace) -> int:
-    from hummingbird_t2v.toyworld.vocabulary import describe_vocabulary
+    from hummingbird_t2v.toyworld.scene import describe_vocabulary
 
-    print(describe_vocabulary())
+    print(describe_vocabulary(args.vocabulary))
     return 0
 
 
@@ -134,6 +134,7 @@ def _add_make(commands: Any) -> None:
 
 def _add_vocab(commands: Any) -> None:
     parser = commands.add_parser("vocab", help="list the shapes, colors, motions, ... that captions use")
+    parser.add_argument("--vocabulary", default="full", help="a vocabulary preset: full (default) or core (the built-in model's)")
     parser.set_defaults(func=_run_vocab)
 
 

@@ -136,6 +136,12 @@ class VAEReport:
     final_loss: float
 
 
+def warmup_cosine_lr(step: int, peak: float, steps: int, warmup_steps: int) -> float:
+    """The word encoder's and the evaluator's schedule: a linear warm-up factor times a cosine
+    from the peak to zero over all `steps` (kept as trained, so the shipped assets reproduce)."""
+    return peak * min(1.0, (step + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / steps))
+
+
 def _learning_rate(step: int, config: ToyVAETraining) -> float:
     """Linear warm-up, then cosine decay to a tenth of the peak."""
     if step < config.warmup_steps:
@@ -353,9 +359,8 @@ def train_word_text_encoder(
     started = time.perf_counter()
     encoder.train()
     for step in range(config.steps):
-        lr = config.learning_rate * min(1.0, (step + 1) / config.warmup_steps)
         for group in optimizer.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+            group["lr"] = warmup_cosine_lr(step, config.learning_rate, config.steps, config.warmup_steps)
         indices = rng.integers(1_000_000, size=config.batch_size)
         scenes = [world.scene(int(i)) for i in indices]
         captions = [paraphrase_caption(s, rng) if rng.random() < 0.5 else canonical_caption(s) for s in scenes]

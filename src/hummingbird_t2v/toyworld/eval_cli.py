@@ -4,7 +4,8 @@
     hummingbird toyworld eval --real --n 200     # the evaluator on real clips alone
 
 Prompts come from the evaluation world (seed 2 by default), whose scenes no shipped component was
-trained on; the table puts the accuracy on generated videos next to the accuracy on the real
+trained on, drawn from the vocabulary the model was trained on (recorded in its folder; --vocabulary
+overrides, e.g. "core" or "full"); the table puts the accuracy on generated videos next to the accuracy on the real
 clips of the same scenes (the ceiling) and the chance level, plus VBench temporal flickering.
 """
 
@@ -37,7 +38,12 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     evaluator = load_toy_evaluator(args.evaluator) if args.evaluator else load_toy_evaluator()
-    results = [evaluate_real_clips(args.n, world_seed=args.world_seed, evaluator=evaluator)]
+    vocabulary = args.vocabulary
+    if vocabulary is None and args.model is not None:
+        from hummingbird_t2v.toyworld.builtin import model_toy_vocabulary
+
+        vocabulary = model_toy_vocabulary(args.model)
+    results = [evaluate_real_clips(args.n, world_seed=args.world_seed, vocabulary=vocabulary, evaluator=evaluator)]
     if args.model is not None:
         from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
 
@@ -50,6 +56,7 @@ def run_eval(args: argparse.Namespace) -> int:
                     source=Path(str(args.model)).name or str(args.model),
                     world_seed=args.world_seed,
                     captions=args.captions,
+                    vocabulary=vocabulary,
                     num_inference_steps=args.steps,
                     guidance_scale=args.guidance_scale,
                     seed=args.seed,
@@ -58,7 +65,8 @@ def run_eval(args: argparse.Namespace) -> int:
                     progress=bar.update,
                 )
             )
-    print(f"toy evaluator, evaluation world seed {args.world_seed}, {args.captions} captions")
+    described = args.vocabulary or ("the model's" if vocabulary is not None else "full")
+    print(f"toy evaluator, evaluation world seed {args.world_seed}, {described} vocabulary, {args.captions} captions")
     print(format_eval_table(results))
     if args.json:
         from hummingbird_t2v.checkpoints.folder import write_json
@@ -87,6 +95,8 @@ def add_eval_parser(commands: Any) -> None:
     parser.add_argument("--captions", choices=("canonical", "paraphrase"), default="canonical",
                         help="prompt wording: canonical captions or the toy world's paraphrases (default canonical)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--vocabulary", default=None,
+                        help="toy vocabulary of the prompts: core, full (default: the one the model records, else full)")
     parser.add_argument("--world-seed", type=int, default=2, help="toy world the prompts come from (default 2)")
     parser.add_argument("--batch-size", type=int, default=8, help="videos generated at once (default 8)")
     parser.add_argument("--device", default="cpu", help="torch device for generation (default cpu)")

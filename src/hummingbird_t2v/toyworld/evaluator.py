@@ -50,6 +50,7 @@ from hummingbird_t2v.toyworld.components import (
     ASSET_DIR,
     HELD_OUT_WORLD_SEED,
     TRAIN_WORLD_SEED,
+    warmup_cosine_lr,
 )
 from hummingbird_t2v.toyworld.degradations import Degradation
 from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
@@ -58,6 +59,7 @@ from hummingbird_t2v.toyworld.labels import (
     label_tensor,
     scene_attributes,
 )
+from hummingbird_t2v.toyworld.scene import SceneVocabulary, resolve_vocabulary
 from hummingbird_t2v.toyworld.vocabulary import DEGRADATIONS
 
 __all__ = [
@@ -285,13 +287,19 @@ class ToyEvalResult:
     seconds: float
 
 
-def eval_scenes(count: int, world_seed: int = EVAL_WORLD_SEED, captions: CaptionStyle = "canonical") -> tuple[ToyWorld, list[str], list[dict[str, Any]]]:
-    """The world, prompts and ground truth of the first `count` scenes of the evaluation world."""
+def eval_scenes(
+    count: int,
+    world_seed: int = EVAL_WORLD_SEED,
+    captions: CaptionStyle = "canonical",
+    vocabulary: SceneVocabulary | str | None = None,
+) -> tuple[ToyWorld, list[str], list[dict[str, Any]]]:
+    """The world, prompts and ground truth of the first `count` scenes of the evaluation world
+    (drawn from `vocabulary`: a preset name such as "core", default the whole toy world)."""
     if count < 1:
         raise ConfigError(f"evaluate at least one video, got --n {count}")
     if captions not in ("canonical", "paraphrase"):
         raise ConfigError(f"captions must be 'canonical' or 'paraphrase', got {captions!r}")
-    world = ToyWorld(ToyWorldConfig(seed=world_seed, paraphrase=captions == "paraphrase"))
+    world = ToyWorld(ToyWorldConfig(seed=world_seed, paraphrase=captions == "paraphrase", vocabulary=resolve_vocabulary(vocabulary)))
     prompts, attributes = [], []
     for index in range(count):
         scene = world.scene(index)
@@ -302,12 +310,16 @@ def eval_scenes(count: int, world_seed: int = EVAL_WORLD_SEED, captions: Caption
 
 
 def evaluate_real_clips(
-    count: int, *, world_seed: int = EVAL_WORLD_SEED, evaluator: ToyVideoClassifier | None = None
+    count: int,
+    *,
+    world_seed: int = EVAL_WORLD_SEED,
+    vocabulary: SceneVocabulary | str | None = None,
+    evaluator: ToyVideoClassifier | None = None,
 ) -> ToyEvalResult:
     """The evaluator on clean rendered clips of the evaluation scenes: the ceiling for a model."""
     started = time.perf_counter()
     evaluator = evaluator if evaluator is not None else load_toy_evaluator()
-    world, _, attributes = eval_scenes(count, world_seed)
+    world, _, attributes = eval_scenes(count, world_seed, vocabulary=vocabulary)
     videos = np.stack([world.clip(i, degradation=Degradation()).frames for i in range(count)])
     return score_videos("real clips", videos, attributes, evaluator=evaluator, seconds=time.perf_counter() - started)
 
@@ -359,6 +371,7 @@ def evaluate_pipeline(
     source: str = "generated",
     world_seed: int = EVAL_WORLD_SEED,
     captions: CaptionStyle = "canonical",
+    vocabulary: SceneVocabulary | str | None = None,
     num_inference_steps: int | None = None,
     guidance_scale: float | None = None,
     seed: int = 0,
@@ -371,7 +384,7 @@ def evaluate_pipeline(
     Videos are generated at the pipeline's default size and read back as 8-bit frames, as they
     would be saved; the evaluator resamples them to its own input size."""
     started = time.perf_counter()
-    _, prompts, attributes = eval_scenes(count, world_seed, captions)
+    _, prompts, attributes = eval_scenes(count, world_seed, captions, vocabulary)
     videos = generate_eval_videos(
         pipe,
         prompts,
@@ -453,9 +466,8 @@ def train_toy_evaluator(
     recent: list[float] = []
     model.train()
     for step in range(config.steps):
-        warmup = min(1.0, (step + 1) / config.warmup_steps)
         for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * warmup * 0.5 * (1 + math.cos(math.pi * step / config.steps))
+            group["lr"] = warmup_cosine_lr(step, config.learning_rate, config.steps, config.warmup_steps)
         frames, labels = next(batches)
         logits = model(model.prepare(frames))
         loss = sum(F.cross_entropy(logits[name], labels[name].to(device)) for name in names)

@@ -2,11 +2,13 @@
 
     hummingbird toyworld recipe -o runs/toy --minutes 120          # training time split over the stages
     hummingbird toyworld recipe -o runs/toy --steps teacher=1500,distill=500,consistency=500
+    hummingbird toyworld recipe -o runs/toy --teacher MODEL --vocabulary core --steps distill=500,consistency=500
 
 Stages, each a folder under the output (a rerun skips the finished ones and resumes the one that
 was interrupted):
 
-    teacher             `train base` with configs/toy_teacher.yaml (2 blocks per level, like VideoCrafter2)
+    teacher             `train base` with configs/toy_teacher.yaml (2 blocks per level, like VideoCrafter2),
+                        or --teacher MODEL_FOLDER: an already trained teacher (e.g. the built-in model)
     pruned-paper        `prune` with the paper's block map (configs/toy_paper_layout.yaml), no training
     importance.yaml     `prune --analyze` on toy clips: the layout of the same size that keeps the
                         blocks whose removal changes the teacher's guided prediction the most
@@ -23,6 +25,8 @@ guidance, with the teacher sampled with classifier-free guidance.
 With --minutes, each stage first trains a few probe steps to measure its speed on this machine,
 then gets the number of steps that fills its share of the budget. --set STAGE:KEY=VALUE changes one
 stage's config (STAGE all: every stage), e.g. --set all:data.num_workers=4 on a many-core GPU host.
+--vocabulary core trains every stage on, and evaluates with prompts of, the built-in model's smaller
+vocabulary (hummingbird_t2v.toyworld.scene.VOCABULARY_PRESETS).
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class RecipeSettings:
     teacher_steps: int = 50
     teacher_guidance: float = 7.5
     device: str = "auto"
+    vocabulary: str = "full"  # a toy vocabulary preset: the training clips and evaluation prompts
+    teacher: Path | None = None  # a trained teacher model folder: skip the teacher stage
 
     def config_file(self, name: str) -> Path:
         path = self.configs / name
@@ -79,7 +85,13 @@ class RecipeSettings:
         return path
 
     def sets(self, stage: str) -> list[str]:
-        return [*self.overrides.get("all", []), *self.overrides.get(stage, [])]
+        return [f"data.toyworld.vocabulary={self.vocabulary}", *self.overrides.get("all", []), *self.overrides.get(stage, [])]
+
+    def budget_shares(self) -> dict[str, float]:
+        """Share of --minutes per trained stage (a given teacher's share goes to the others)."""
+        stages = {stage: share for stage, share in BUDGET_SHARE.items() if not (stage == "teacher" and self.teacher)}
+        total = sum(stages.values())
+        return {stage: share / total for stage, share in stages.items()}
 
 
 # ------------------------------------------------------------------------------------ stages
@@ -156,7 +168,7 @@ def _set_args(sets: Sequence[str]) -> list[str]:
     return [arg for item in sets for arg in ("--set", item)]
 
 
-def _write_calibration(teacher_model: Path, path: Path) -> None:
+def _write_calibration(teacher_model: Path, path: Path, vocabulary: str) -> None:
     """Real toy clips as the importance analysis's calibration batch: teacher-VAE latents and captions."""
     import torch
     from safetensors.torch import save_file
@@ -165,10 +177,12 @@ def _write_calibration(teacher_model: Path, path: Path) -> None:
     from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
     from hummingbird_t2v.toyworld.components import TRAIN_WORLD_SEED
     from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
+    from hummingbird_t2v.toyworld.scene import resolve_vocabulary
 
     pipe = HummingbirdPipeline.from_pretrained(teacher_model, device="cpu")
     defaults = pipe.config.defaults
-    world = ToyWorld(ToyWorldConfig(seed=TRAIN_WORLD_SEED, num_frames=defaults.num_frames, height=defaults.height, width=defaults.width))
+    world = ToyWorld(ToyWorldConfig(seed=TRAIN_WORLD_SEED, num_frames=defaults.num_frames, height=defaults.height, width=defaults.width,
+                                    vocabulary=resolve_vocabulary(vocabulary)))
     clips = [world.clip(index) for index in range(CALIBRATION_CLIPS)]
     with torch.no_grad():
         video = torch.stack([frames_to_tensor(clip.frames) for clip in clips])
@@ -192,7 +206,7 @@ def _prune_stages(settings: RecipeSettings, teacher_model: Path) -> tuple[Path, 
     importance = settings.output / "importance.yaml"
     if not importance.is_file():
         calibration = settings.output / "calibration.safetensors"
-        _write_calibration(teacher_model, calibration)
+        _write_calibration(teacher_model, calibration, settings.vocabulary)
         _cli(["prune", "--analyze", "--teacher", str(teacher_model), "--calibration", str(calibration),
               "--no-guidance-projection", "--device", settings.device, "-o", str(importance), "--overwrite"], "importance")
     return pruned / "model" if (pruned / "model").is_dir() else pruned, importance
@@ -205,9 +219,12 @@ def _reward_yaml(settings: RecipeSettings) -> str:
 
 
 def train_all(settings: RecipeSettings) -> dict[str, Path]:
-    budget = {stage: settings.minutes * 60 * share for stage, share in BUDGET_SHARE.items()} if settings.minutes else {}
+    budget = {stage: settings.minutes * 60 * share for stage, share in settings.budget_shares().items()} if settings.minutes else {}
     models: dict[str, Path] = {}
-    models["teacher"] = _train_stage(settings, "teacher", "base", settings.config_file("toy_teacher.yaml"), [], budget.get("teacher"))
+    if settings.teacher is not None:
+        models["teacher"] = settings.teacher
+    else:
+        models["teacher"] = _train_stage(settings, "teacher", "base", settings.config_file("toy_teacher.yaml"), [], budget.get("teacher"))
     models["pruned-paper"], importance = _prune_stages(settings, models["teacher"])
     distill = settings.config_file("toy_distill.yaml")
     teacher_sets = _model_paths(models["teacher"])
@@ -266,16 +283,16 @@ def evaluate_all(settings: RecipeSettings, models: dict[str, Path]) -> dict[str,
 
     device = resolve_device(settings.device)
     evaluator = load_toy_evaluator(device="cpu")
-    _, prompts, _ = eval_scenes(settings.n)
-    results = [evaluate_real_clips(settings.n, evaluator=evaluator)]
+    _, prompts, _ = eval_scenes(settings.n, vocabulary=settings.vocabulary)
+    results = [evaluate_real_clips(settings.n, vocabulary=settings.vocabulary, evaluator=evaluator)]
     rows: list[dict[str, Any]] = [{"label": "real clips", **dataclasses.asdict(results[0])}]
     pipes: dict[str, Any] = {}
     for row in eval_rows(settings):
         if row.model not in pipes:
             pipes[row.model] = HummingbirdPipeline.from_pretrained(models[row.model], device=device)
         pipe = pipes[row.model]
-        result = evaluate_pipeline(pipe, settings.n, source=row.label, num_inference_steps=row.steps, guidance_scale=row.guidance,
-                                   batch_size=settings.eval_batch_size, evaluator=evaluator)
+        result = evaluate_pipeline(pipe, settings.n, source=row.label, vocabulary=settings.vocabulary, num_inference_steps=row.steps,
+                                   guidance_scale=row.guidance, batch_size=settings.eval_batch_size, evaluator=evaluator)
         results.append(result)
         rows.append({"label": row.label, "model": row.model, "steps": row.steps or pipe.config.defaults.num_inference_steps,
                      "guidance": row.guidance if row.guidance is not None else pipe.config.defaults.guidance_scale,
@@ -337,7 +354,10 @@ def run_recipe(settings: RecipeSettings) -> dict[str, Any]:
     trained = time.perf_counter()
     summary = evaluate_all(settings, models)
     summary["seconds"] = {"training": trained - started, "evaluation": time.perf_counter() - trained}
-    summary["stages"] = {stage: json.loads((settings.output / stage / DONE_MARKER).read_text()) for stage in TRAIN_STAGES}
+    summary["stages"] = {stage: json.loads((settings.output / stage / DONE_MARKER).read_text())
+                         for stage in TRAIN_STAGES if not (stage == "teacher" and settings.teacher)}
+    if settings.teacher:
+        summary["stages"]["teacher"] = {"given": str(settings.teacher)}
     write_json(settings.output / "results.json", summary)
     (settings.output / "results.md").write_text(_markdown(summary), encoding="utf-8")
     print(summary["table"])
@@ -371,6 +391,7 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, list[str]]:
 
 def _run(args: argparse.Namespace) -> int:
     from hummingbird_t2v.toyworld.labels import ATTRIBUTE_CLASSES
+    from hummingbird_t2v.toyworld.scene import VOCABULARY_PRESETS
 
     if args.minutes is None and not args.steps:
         raise ConfigError("give --minutes (a training budget split over the stages) or --steps teacher=N,distill=N,consistency=N")
@@ -379,8 +400,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.reward_attribute not in ATTRIBUTE_CLASSES:
         raise ConfigError(f"--reward-attribute must be one of {', '.join(ATTRIBUTE_CLASSES)}, got {args.reward_attribute!r}")
     steps = _parse_steps(args.steps)
-    if args.minutes is None and set(steps) != {"teacher", "distill", "consistency"}:
-        raise ConfigError("without --minutes, --steps must name teacher, distill and consistency")
+    needed = {"distill", "consistency"} | (set() if args.teacher else {"teacher"})
+    if args.minutes is None and not needed <= set(steps):
+        raise ConfigError(f"without --minutes, --steps must name {', '.join(sorted(needed))}")
+    if args.teacher is not None and not (Path(args.teacher) / "model_index.json").is_file():
+        raise ConfigError(f"--teacher {args.teacher} is not a model folder (no model_index.json); pass a trained teacher's model folder")
+    if args.vocabulary not in VOCABULARY_PRESETS:
+        raise ConfigError(f"--vocabulary must be one of {', '.join(VOCABULARY_PRESETS)}, got {args.vocabulary!r}")
     settings = RecipeSettings(
         output=Path(args.output),
         configs=Path(args.configs),
@@ -393,6 +419,8 @@ def _run(args: argparse.Namespace) -> int:
         eval_batch_size=args.eval_batch_size,
         teacher_steps=args.teacher_steps,
         device=args.device,
+        vocabulary=args.vocabulary,
+        teacher=Path(args.teacher) if args.teacher else None,
     )
     run_recipe(settings)
     return 0
@@ -414,4 +442,6 @@ def add_recipe_parser(commands: Any) -> None:
     parser.add_argument("--eval-batch-size", type=int, default=50, help="videos generated at once (default 50)")
     parser.add_argument("--teacher-steps", type=int, default=50, help="DDIM steps of the teacher and stage-1 rows (default 50)")
     parser.add_argument("--device", default="auto", help="device for analysis and evaluation (default auto)")
+    parser.add_argument("--teacher", default=None, help="a trained teacher model folder: skip training one")
+    parser.add_argument("--vocabulary", default="full", help="toy vocabulary of training clips and prompts: full or core (default full)")
     parser.set_defaults(func=_run)

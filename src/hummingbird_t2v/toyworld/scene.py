@@ -16,12 +16,14 @@ import numpy as np
 from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.toyworld.vocabulary import (
     BACKGROUNDS,
+    CAMERA_WORDS,
     CAMERAS,
     COLOR_RGB,
     COLORS,
     DEGRADATIONS,
     MIN_COLOR_DISTANCE,
     MOTION_DIRECTIONS,
+    MOTION_WORDS,
     MOTIONS,
     PAN_DIRECTIONS,
     ROTATION_INVARIANT_SHAPES,
@@ -37,7 +39,10 @@ __all__ = [
     "ObjectSpec",
     "SceneSpec",
     "SceneVocabulary",
+    "VOCABULARY_PRESETS",
+    "resolve_vocabulary",
     "background_rgbs",
+    "describe_vocabulary",
     "sample_scene",
     "texture_shade",
 ]
@@ -133,6 +138,66 @@ class SceneVocabulary:
             raise ConfigError(
                 "camera moves need a textured background: allow checkerboard, stripes or dots, or the still camera"
             )
+
+
+# Named vocabularies. "core" is the world the built-in toy model is trained to follow: one
+# object of four clearly different shapes, eight colours, medium or large, moving in one of the
+# four directions or standing still, on a solid background with a still camera. It is small enough
+# for a 2-core CPU to teach a diffusion model in hours; "full" is everything the toy world renders.
+VOCABULARY_PRESETS: dict[str, SceneVocabulary] = {
+    "full": SceneVocabulary(),
+    "core": SceneVocabulary(
+        shapes=("circle", "square", "triangle", "star"),
+        colors=("red", "orange", "yellow", "green", "blue", "purple", "white", "black"),
+        sizes=("medium", "large"),
+        motions=("still", "left", "right", "up", "down"),
+        backgrounds=("solid",),
+        cameras=("still",),
+        two_object_fraction=0.0,
+        camera_motion_fraction=0.0,
+    ),
+}
+
+
+def resolve_vocabulary(value: SceneVocabulary | str | dict | None) -> SceneVocabulary:
+    """A SceneVocabulary from a preset name ("core", "full"), a dict of its fields, or itself."""
+    if value is None:
+        return SceneVocabulary()
+    if isinstance(value, SceneVocabulary):
+        return value
+    if isinstance(value, str):
+        if value not in VOCABULARY_PRESETS:
+            raise ConfigError(f"unknown toy vocabulary {value!r}; choose one of {', '.join(VOCABULARY_PRESETS)} or give its fields")
+        return VOCABULARY_PRESETS[value]
+    if isinstance(value, dict):
+        try:
+            return SceneVocabulary(**value)
+        except TypeError as error:
+            raise ConfigError(f"toy vocabulary has an unknown field ({error})") from None
+    raise ConfigError(f"a toy vocabulary is a preset name or a mapping of its fields, got {type(value).__name__}")
+
+
+def describe_vocabulary(vocabulary: SceneVocabulary | str | None = None) -> str:
+    """What prompts of a vocabulary (default: the whole toy world) talk about, for people."""
+    vocab = resolve_vocabulary(vocabulary)
+    shape, motion = vocab.shapes[0], next((m for m in vocab.motions if m != "still"), vocab.motions[0])
+    color = vocab.colors[0]
+    backdrop = "blue" if "blue" in vocab.colors and color != "blue" else next(c for c in vocab.colors[::-1] if c != color)
+    lines = [
+        "Toy-world prompts describe " + ("one or two flat shapes" if vocab.two_object_fraction > 0 else "one flat shape")
+        + " on a background, e.g.",
+        f'  "a {color} {shape} {MOTION_WORDS[motion][0]} on a {backdrop} background"',
+        "shapes:      " + ", ".join(vocab.shapes),
+        "colors:      " + ", ".join(vocab.colors),
+        "sizes:       " + ", ".join("(medium: no word)" if size == "medium" else size for size in vocab.sizes),
+        "motions:     " + ", ".join(MOTION_WORDS[m][0] for m in vocab.motions),
+        "backgrounds: " + ", ".join(vocab.backgrounds),
+        "camera:      " + ", ".join(
+            "still (no words)" if camera == "still" else CAMERA_WORDS[camera][0].lstrip(", ") for camera in vocab.cameras
+        ),
+        "Paraphrases such as 'crimson disc drifting left' are understood as well.",
+    ]
+    return "\n".join(lines)
 
 
 def texture_shade(rgb: tuple[int, int, int]) -> tuple[float, float, float]:

@@ -130,19 +130,3 @@ CAMERAS: tuple[str, ...] = tuple(CAMERA_WORDS)
 
 DEGRADATIONS: tuple[str, ...] = ("blur", "noise", "compression", "frame_drop", "flicker")
 
-
-def describe_vocabulary() -> str:
-    """A short human-readable summary of what toy-world captions talk about."""
-    lines = [
-        "Toy-world prompts describe one or two flat shapes on a background, e.g.",
-        '  "a red circle moving left on a blue background"',
-        '  "a small yellow star spinning on a green checkerboard background, the camera zooms in"',
-        "shapes:      " + ", ".join(SHAPES),
-        "colors:      " + ", ".join(COLORS),
-        "sizes:       small, (medium: no word), large",
-        "motions:     " + ", ".join(words[0] for words in MOTION_WORDS.values()),
-        "backgrounds: " + ", ".join(BACKGROUNDS),
-        "camera:      " + ", ".join(CAMERAS),
-        "Paraphrases such as 'crimson disc drifting left' are understood as well.",
-    ]
-    return "\n".join(lines)

@@ -99,7 +99,8 @@ class DataConfig:
     # in a row mean the data is broken, not one file.
     max_consecutive_failures: int = 50
     # Toy world settings (kind "toyworld"): `size` clips numbered from `start`, plus any
-    # ToyWorldConfig field (seed, fps, paraphrase, degraded_fraction, vocabulary); its frame
+    # ToyWorldConfig field (seed, fps, paraphrase, degraded_fraction, vocabulary: a preset name such
+    # as "core" or a mapping of SceneVocabulary fields); its frame
     # size and length come from height/width/video_length above.
     toyworld: dict[str, Any] = field(default_factory=dict)
     # Write the path of every clip each rank trains on to <output>/data/rank-<r>.tsv (audit).

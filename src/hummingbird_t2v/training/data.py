@@ -106,8 +106,8 @@ def _toyworld_source(config: DataConfig) -> MapSource:
     start = options.pop("start", 0)
     if not isinstance(size, int) or size < 1:
         raise ConfigError("data.toyworld.size must give the number of toy clips to train on (e.g. 2000)")
-    if isinstance(options.get("vocabulary"), dict):
-        options["vocabulary"] = scene.SceneVocabulary(**options["vocabulary"])
+    if "vocabulary" in options:
+        options["vocabulary"] = scene.resolve_vocabulary(options["vocabulary"])
     for key in ("height", "width", "num_frames"):
         if key in options:
             raise ConfigError(f"data.toyworld.{key} is set by data.height / data.width / data.video_length instead")

@@ -562,6 +562,9 @@ class Trainer:
             **config.extra,
             "training": {"step": self.step, "objective": self.config.objective["name"]},
         }
+        if self.config.data.kind == "toyworld":
+            # Which toy prompts the model was taught: `toyworld eval` and `generate` read it back.
+            extra["toy_vocabulary"] = self.config.data.toyworld.get("vocabulary", "full")
         pipe.config = dataclasses.replace(config, extra=extra)
         pipe.save_pretrained(folder, overwrite=True)
         logger.info("exported the model (step %d) to %s", self.step, folder)

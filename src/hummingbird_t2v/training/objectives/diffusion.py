@@ -4,7 +4,10 @@ For each clip: t ~ U{0..N-1}; optionally VideoCrafter2's latent rescale z0 <- s(
 from 1.0 to `scale_b` over t < 400, the `use_scale` of VC2's configs); z_t = sqrt(ᾱ_t)·z0 +
 sqrt(1-ᾱ_t)·ε; the caption embedding is replaced by the empty prompt's with probability
 `prompt_dropout` so that one network learns both halves of classifier-free guidance; the loss is
-mean((ε_θ(z_t, t, c, fps) - ε)²). The ᾱ table is the one VC2's DDIM sampler reads (computed in
+mean((ε_θ(z_t, t, c, fps) - ε)²), optionally weighted per clip by Min-SNR-γ (Hang et al. 2023):
+w(t) = min(SNR(t), γ) / SNR(t) with SNR = ᾱ/(1-ᾱ), which stops the many easy low-noise steps from
+dominating the gradient, so the high-noise steps that decide layout, colour and motion learn
+faster. The ᾱ table is the one VC2's DDIM sampler reads (computed in
 float64, stored float32), and the exported model samples with DDIM + CFG and the same
 `use_scale` switch, so training and sampling agree.
 """
@@ -43,8 +46,12 @@ class DiffusionSettings:
     # VideoCrafter2's latent rescale (use_scale): train on s(t)·z0; the export sets use_scale to match.
     latent_rescale: bool = False
     scale_b: float = VC2_SCALE_B
+    # Min-SNR-γ loss weighting (5 is the paper's value); None: plain MSE, as VideoCrafter2 trains.
+    min_snr_gamma: float | None = None
 
     def __post_init__(self) -> None:
+        if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
+            raise ConfigError(f"objective.min_snr_gamma must be > 0 (5 is usual) or null, got {self.min_snr_gamma}")
         if not 0.0 <= self.prompt_dropout <= 1.0:
             raise ConfigError(f"objective.prompt_dropout must lie in [0, 1], got {self.prompt_dropout}")
         if not 0.0 < self.scale_b <= 1.0:
@@ -90,8 +97,12 @@ class DiffusionObjective(Objective):
         context = torch.where(drop.view(b, 1, 1), batch.uncond_context, batch.context)
 
         eps = self.model(z_t, t, context, fps=batch.fps)
-        loss = F.mse_loss(eps.float(), noise)
-        return ObjectiveOutput(loss=loss)
+        if self.settings.min_snr_gamma is None:
+            return ObjectiveOutput(loss=F.mse_loss(eps.float(), noise))
+        per_clip = (eps.float() - noise).pow(2).flatten(1).mean(1)
+        snr = self.alphas_cumprod[t] / (1.0 - self.alphas_cumprod[t])
+        weight = snr.clamp(max=self.settings.min_snr_gamma) / snr
+        return ObjectiveOutput(loss=(weight * per_clip).mean())
 
     def pipeline_config(self, defaults: SamplingDefaults) -> PipelineConfig:
         s = self.settings
