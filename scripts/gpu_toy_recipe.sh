@@ -3,6 +3,8 @@
 # teacher's first 615 steps; docs/toy-model.md).
 #   bash scripts/gpu_toy_recipe.sh OUT_DIR [TRAIN_MINUTES] [WALL_SECONDS] [SPEED_SECONDS]
 #   TRAIN_EVALUATOR=1 EVALUATOR_STEPS=3000 bash scripts/gpu_toy_recipe.sh ...   # retrain the toy evaluator first
+#   RECIPE_ARGS="--teacher src/hummingbird_t2v/assets/toy/model --vocabulary core" bash scripts/gpu_toy_recipe.sh ...
+#     # the students of the built-in model, on its core vocabulary (no teacher stage)
 # Trains the teacher, prunes, distils (stage 1, two layouts) and consistency-distils (stage 2, with
 # and without the toy reward), evaluates every model with the shipped toy evaluator, then packs the
 # results and the model weights into OUT_DIR (split into parts under 15 MiB: cat
@@ -43,16 +45,19 @@ echo "recipe exit ${PIPESTATUS[0]}" >> "$out/recipe.log"
 # stage-1 ones when stage 2 did not finish); students share the teacher's VAE and text encoder.
 (cd "$run" && tar -czf "$out/results.tar.gz" --exclude='checkpoints' --exclude='model' --exclude='.probe-*' \
    --exclude='pruned-paper' . 2>/dev/null)
-weights=(teacher/model)
+# (With RECIPE_ARGS="--teacher MODEL --vocabulary core" there is no teacher folder to pack.)
+weights=()
+[ -d "$run/teacher/model" ] && weights+=(teacher/model)
+teacher_parts=${#weights[@]}
 for stage in consistency consistency-reward; do
   [ -f "$run/$stage/model/unet/model.safetensors" ] && weights+=("$stage/model/unet" "$stage/model/model_index.json")
 done
-if [ ${#weights[@]} -eq 1 ]; then
+if [ ${#weights[@]} -eq "$teacher_parts" ]; then
   for stage in distill-paper distill-importance; do
     [ -f "$run/$stage/model/unet/model.safetensors" ] && weights+=("$stage/model/unet" "$stage/model/model_index.json")
   done
 fi
-(cd "$run" && tar -cf - "${weights[@]}" 2>/dev/null) | split -b 15m - "$out/weights.tar.part-"
+[ ${#weights[@]} -gt 0 ] && (cd "$run" && tar -cf - "${weights[@]}" 2>/dev/null) | split -b 15m - "$out/weights.tar.part-"
 # Last, with the time left, the full-size speed benchmark (VideoCrafter2 teacher against hb-0.7b, random weights).
 timeout "$speed" python3 benchmarks/speed.py --device "$device" --dtype bf16 --frames 16 --height 320 --width 512 \
   --repeats 3 2>&1 | tee "$out/speed_gpu.log"

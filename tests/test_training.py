@@ -315,6 +315,23 @@ def test_min_snr_weighting_scales_each_clip_by_min_snr_gamma_over_snr():
         DiffusionSettings(min_snr_gamma=0.0)
 
 
+def test_offset_noise_adds_one_value_per_clip_and_channel():
+    batch = _batch()
+    model = _Recorder()
+    objective = DiffusionObjective(model, DiffusionSettings(prompt_dropout=0.0, offset_noise=0.1))
+    output = objective(batch, torch.Generator().manual_seed(4))
+    replay = torch.Generator().manual_seed(4)  # t, noise, dropout, then the offset
+    t = torch.randint(0, 1000, (4,), generator=replay)
+    noise = torch.randn(batch.latents.shape, generator=replay)
+    torch.rand(4, generator=replay)
+    noise = noise + 0.1 * torch.randn(4, 4, 1, 1, 1, generator=replay)
+    alpha_bar = objective.alphas_cumprod[t].view(4, 1, 1, 1, 1)
+    torch.testing.assert_close(model.calls[0][0], alpha_bar.sqrt() * batch.latents + (1 - alpha_bar).sqrt() * noise)
+    torch.testing.assert_close(output.loss, noise.pow(2).mean())  # the target is the offset noise
+    with pytest.raises(ConfigError, match="offset_noise"):
+        DiffusionSettings(offset_noise=-0.1)
+
+
 def test_prompt_dropout_extremes():
     batch = _batch()
     for p, expect_uncond in ((0.0, False), (1.0, True)):

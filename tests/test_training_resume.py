@@ -86,3 +86,17 @@ def test_two_processes_with_gloo_train_on_disjoint_clips(tmp_path):
         "rank-00000.json", "rank-00000.safetensors", "rank-00001.json", "rank-00001.safetensors",
     ]  # fmt: skip
     assert (out / "model" / "model_index.json").is_file()
+
+
+def test_a_resume_with_a_new_peak_learning_rate_uses_it(tmp_path, caplog):
+    run = tmp_path / "run"
+    base = [f"output_dir={run}", "run.cpu_threads=1", "checkpoint.every=2", "checkpoint.keep=0",
+            "optim.schedule=constant", "optim.warmup_steps=0", "optim.lr=1e-3"]
+    Trainer(load_config(TINY_CONFIG, [*base, "run.max_steps=2"])).train()
+    resumed = Trainer(load_config(TINY_CONFIG, [*base, "run.max_steps=3", "optim.lr=5e-4"]), resume=True)
+    assert resumed.step == 2 and "optim.lr changed from 0.001 to 0.0005" in caplog.text
+    assert [group["lr"] for group in resumed.optimizer.param_groups] == pytest.approx([5e-4])
+    resumed.train()
+    with (run / "logs" / "train.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert float(rows[-1]["lr"]) == pytest.approx(5e-4)

@@ -274,6 +274,16 @@ class Trainer:
         )
         self.optimizer.load_state_dict(ckpt.load_optimizer_state(folder / ckpt.OPTIMIZER_FILE))
         self.lr_scheduler.load_state_dict(state.lr_scheduler)
+        saved_lr = self.lr_scheduler.base_lrs[0]
+        if saved_lr != self.config.optim.lr:
+            # The schedule's shape already follows the config (run.max_steps, warm-up); a changed
+            # peak must too, or a resume with --set optim.lr=... would silently keep the old one.
+            logger.warning("optim.lr changed from %g to %g at the resume: the schedule goes on from step %d with the new peak",
+                           saved_lr, self.config.optim.lr, state.step)
+            self.lr_scheduler.base_lrs = [self.config.optim.lr] * len(self.lr_scheduler.base_lrs)
+            rate = self.config.optim.lr * lr_multiplier(state.step, self.config.optim, self.config.run.max_steps)
+            for group in self.optimizer.param_groups:
+                group["initial_lr"], group["lr"] = self.config.optim.lr, rate
         scaler = self.accelerator.scaler
         if scaler is not None and state.grad_scaler:
             scaler.load_state_dict(state.grad_scaler)

@@ -7,7 +7,12 @@ sqrt(1-ᾱ_t)·ε; the caption embedding is replaced by the empty prompt's with 
 mean((ε_θ(z_t, t, c, fps) - ε)²), optionally weighted per clip by Min-SNR-γ (Hang et al. 2023):
 w(t) = min(SNR(t), γ) / SNR(t) with SNR = ᾱ/(1-ᾱ), which stops the many easy low-noise steps from
 dominating the gradient, so the high-noise steps that decide layout, colour and motion learn
-faster. The ᾱ table is the one VC2's DDIM sampler reads (computed in
+faster. Optional offset noise (Guttenberg 2023) adds to ε one Gaussian value per clip and channel,
+shared by every frame and pixel (scaled by `offset_noise`): with the scaled-linear schedule the
+mean of a noisy latent still reveals the clip's mean colour at t = 999 (the mean of 16x16x8
+elements has a signal-to-noise ratio near 10 there), so a model can read the background colour
+off the noise instead of the caption and then, sampling from fresh noise, paints a random one;
+the offset makes that mean uninformative, so the caption has to supply it. The ᾱ table is the one VC2's DDIM sampler reads (computed in
 float64, stored float32), and the exported model samples with DDIM + CFG and the same
 `use_scale` switch, so training and sampling agree.
 """
@@ -48,8 +53,12 @@ class DiffusionSettings:
     scale_b: float = VC2_SCALE_B
     # Min-SNR-γ loss weighting (5 is the paper's value); None: plain MSE, as VideoCrafter2 trains.
     min_snr_gamma: float | None = None
+    # Offset noise scale (0.1 is usual); 0: plain Gaussian noise, as VideoCrafter2 trains.
+    offset_noise: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.offset_noise >= 0:
+            raise ConfigError(f"objective.offset_noise must be >= 0 (0.1 is usual), got {self.offset_noise}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ConfigError(f"objective.min_snr_gamma must be > 0 (5 is usual) or null, got {self.min_snr_gamma}")
         if not 0.0 <= self.prompt_dropout <= 1.0:
@@ -88,6 +97,9 @@ class DiffusionObjective(Objective):
         )
         noise = torch.randn(z0.shape, generator=generator, device=device)
         drop = torch.rand(b, generator=generator, device=device) < self.settings.prompt_dropout
+        if self.settings.offset_noise > 0:
+            per_channel = (b, z0.shape[1]) + (1,) * (z0.ndim - 2)
+            noise = noise + self.settings.offset_noise * torch.randn(per_channel, generator=generator, device=device)
 
         per_sample = (b,) + (1,) * (z0.ndim - 1)
         if self.latent_scale is not None:
