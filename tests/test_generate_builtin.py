@@ -7,7 +7,8 @@ import pytest
 
 from hummingbird_t2v.cli import main
 from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
-from hummingbird_t2v.toyworld.builtin import builtin_model_folder
+from hummingbird_t2v.toyworld.builtin import builtin_model_folder, model_toy_vocabulary
+from hummingbird_t2v.toyworld.scene import describe_vocabulary
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,7 @@ def test_generate_without_weights_uses_the_builtin_model(folder, tmp_path, capsy
     assert main(["generate", "a red circle bouncing on a crimson zebra background", "--steps", "2", "-o", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "built-in toy model" in printed and "shapes:" in printed
+    assert describe_vocabulary(model_toy_vocabulary(folder)) in printed  # the vocabulary it was trained on
     assert "'zebra'" in printed and "'crimson'" not in printed  # a paraphrase it knows, a word it does not
     with av.open(str(out)) as container:
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
