@@ -33,6 +33,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         (["--minutes", "1", "--set", "teacher:optim.lr"], "STAGE:KEY=VALUE"),
         (["--minutes", "1", "--reward-attribute", "smell"], "--reward-attribute"),
         (["--minutes", "1", "--n", "0"], "--n"),
+        (["--minutes", "1", "--agreement-prompts", "0"], "--agreement-prompts"),
     ],
 )
 def test_bad_arguments_get_a_one_line_error(tmp_path, argv, message):
@@ -94,7 +95,8 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     given = out / "teacher" / "model"
     core = tmp_path / "core"
     argv = ["-o", str(core), "--configs", str(CONFIGS), "--teacher", str(given), "--vocabulary", "core",
-            "--steps", "distill=1,consistency=1", "--device", "cpu", "--n", "2", "--eval-batch-size", "2", "--teacher-steps", "1"]
+            "--steps", "distill=1,consistency=1", "--device", "cpu", "--n", "2", "--eval-batch-size", "2", "--teacher-steps", "1",
+            "--agreement-prompts", "1"]
     for item in TINY:
         argv += ["--set", item]
     args = _parse(argv)
@@ -102,6 +104,7 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     assert not (core / "teacher").exists()
     summary = json.loads((core / "results.json").read_text())
     assert summary["stages"]["teacher"] == {"given": str(given)}
+    assert summary["agreement_with_teacher_cfg"]["prompts"] == 1
     for stage in TRAIN_STAGES[1:]:
         index = json.loads((core / stage / "model" / "model_index.json").read_text())
         assert index["extra"]["toy_vocabulary"] == "core", stage

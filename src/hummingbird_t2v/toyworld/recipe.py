@@ -53,7 +53,6 @@ BUDGET_SHARE = {"teacher": 0.5, "distill-paper": 0.125, "distill-importance": 0.
 STEP_GROUPS = {"teacher": "teacher", "distill-paper": "distill", "distill-importance": "distill", "consistency": "consistency", "consistency-reward": "consistency"}
 PROBE_STEPS = 20
 CALIBRATION_CLIPS = 8
-AGREEMENT_PROMPTS = 64
 DONE_MARKER = "recipe-stage-done.json"
 
 
@@ -73,6 +72,7 @@ class RecipeSettings:
     n: int = 200
     eval_batch_size: int = 50
     teacher_steps: int = 50
+    agreement_prompts: int = 64  # prompts of the stage-1-vs-guided-teacher pixel check
     teacher_guidance: float = 7.5
     device: str = "auto"
     vocabulary: str = "full"  # a toy vocabulary preset: the training clips and evaluation prompts
@@ -301,7 +301,7 @@ def evaluate_all(settings: RecipeSettings, models: dict[str, Path]) -> dict[str,
 
     # Does the stage-1 student without guidance reproduce the teacher with guidance? Same prompts,
     # same starting noise, deterministic DDIM (eta 0): mean absolute pixel difference in [0, 1].
-    count = min(AGREEMENT_PROMPTS, settings.n)
+    count = min(settings.agreement_prompts, settings.n)
     t, g = settings.teacher_steps, settings.teacher_guidance
     reference = None
     agreement: dict[str, float] = {}
@@ -348,6 +348,8 @@ def _markdown(summary: dict[str, Any]) -> str:
 def run_recipe(settings: RecipeSettings) -> dict[str, Any]:
     if settings.n < 1:
         raise ConfigError(f"--n must be at least 1, got {settings.n}")
+    if settings.agreement_prompts < 1:
+        raise ConfigError(f"--agreement-prompts must be at least 1, got {settings.agreement_prompts}")
     settings.output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     models = train_all(settings)
@@ -418,6 +420,7 @@ def _run(args: argparse.Namespace) -> int:
         n=args.n,
         eval_batch_size=args.eval_batch_size,
         teacher_steps=args.teacher_steps,
+        agreement_prompts=args.agreement_prompts,
         device=args.device,
         vocabulary=args.vocabulary,
         teacher=Path(args.teacher) if args.teacher else None,
@@ -441,6 +444,8 @@ def add_recipe_parser(commands: Any) -> None:
     parser.add_argument("--n", type=int, default=200, help="evaluation prompts per model (default 200)")
     parser.add_argument("--eval-batch-size", type=int, default=50, help="videos generated at once (default 50)")
     parser.add_argument("--teacher-steps", type=int, default=50, help="DDIM steps of the teacher and stage-1 rows (default 50)")
+    parser.add_argument("--agreement-prompts", type=int, default=64,
+                        help="prompts of the check that stage 1 without CFG reproduces the teacher with CFG (default 64)")
     parser.add_argument("--device", default="auto", help="device for analysis and evaluation (default auto)")
     parser.add_argument("--teacher", default=None, help="a trained teacher model folder: skip training one")
     parser.add_argument("--vocabulary", default="full", help="toy vocabulary of training clips and prompts: full or core (default full)")
