@@ -40,3 +40,8 @@ def test_generate_without_weights_uses_the_builtin_model(folder, tmp_path, capsy
 def test_builtin_model_has_no_presets(folder, capsys):
     assert main(["generate", "a red circle", "--model", "hb-0.7b", "-o", "unused.mp4"]) == 2
     assert "no --model preset" in capsys.readouterr().err
+
+
+def test_a_folder_given_to_model_points_to_weights(folder, capsys):
+    assert main(["generate", "a red circle", "--model", str(folder), "-o", "unused.mp4"]) == 2
+    assert f"pass --weights {folder}" in capsys.readouterr().err

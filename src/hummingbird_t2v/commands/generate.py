@@ -92,6 +92,8 @@ def builtin_weights(model: str | None) -> str:
     from hummingbird_t2v.toyworld.scene import describe_vocabulary
 
     folder = builtin_model_folder()
+    if model is not None and Path(model).exists():
+        raise ConfigError(f"--model takes a preset name (vc2, hb-0.9b, hb-0.7b); to load the model at {model}, pass --weights {model}")
     if folder is None or model is not None:
         raise ConfigError(
             "no --weights given: pass a model folder, a checkpoint file or a hub id, e.g. --weights 07B_merged_all.pt"
