@@ -9,6 +9,9 @@ encoder): teacher DDIM-50 with CFG against the 4- and 8-step consistency student
 weights: speed does not depend on the values.
 
     python benchmarks/toy_speed.py [--layout configs/toy_paper_layout.yaml] [--threads 2] [--json out.json]
+
+With --teacher-model and --student-model (trained model folders, e.g. the toy recipe's teacher and
+its stage-2 student), the same measurements use those models instead of random U-Nets.
 """
 
 from __future__ import annotations
@@ -88,14 +91,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per U-Net forward (videos: a third of it, at least 1)")
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--teacher-model", help="a trained teacher model folder (with --student-model): time it instead of a random U-Net")
+    parser.add_argument("--student-model", help="a trained stage-2 student model folder (with --teacher-model)")
     args = parser.parse_args()
+    if bool(args.teacher_model) != bool(args.student_model):
+        parser.error("give both --teacher-model and --student-model, or neither")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    teacher = toy_teacher_config()
-    student = load_layout(args.layout, teacher).student_config(teacher).replace(time_cond_proj_dim=None)
-    configs = {"teacher": teacher, "student (stage 1)": student, "student (stage 2, + guidance projection)": student.replace(time_cond_proj_dim=256)}
-    unets = {name: UNet3D(config).eval() for name, config in configs.items()}
+    if args.teacher_model:
+        trained = {"teacher": HummingbirdPipeline.from_pretrained(args.teacher_model, device="cpu"),
+                   "student (stage 2)": HummingbirdPipeline.from_pretrained(args.student_model, device="cpu")}
+        unets = {name: pipe.unet.eval() for name, pipe in trained.items()}
+    else:
+        teacher = toy_teacher_config()
+        student = load_layout(args.layout, teacher).student_config(teacher).replace(time_cond_proj_dim=None)
+        configs = {"teacher": teacher, "student (stage 1)": student,
+                   "student (stage 2, + guidance projection)": student.replace(time_cond_proj_dim=256)}
+        unets = {name: UNet3D(config).eval() for name, config in configs.items()}
     rows = {}
     print(f"U-Nets at the toy size ({FRAMES} frames, {LATENT}x{LATENT} latents, batch 1), {args.threads} CPU threads:")
     print(f"  {'U-Net':44s} {'parameters':>12s} {'GFLOP/forward':>14s} {'ms/forward':>11s}")
@@ -104,16 +117,19 @@ def main() -> None:
         row = rows[name]
         print(f"  {name:44s} {row['parameters']:>12,} {row['flops'] / 1e9:>14.2f} {1000 * row['seconds_per_forward']:>11.1f}")
 
-    from hummingbird_t2v.toyworld.components import TOY_TEXT_ENCODER_DIR
-    from hummingbird_t2v.training.components import build_from_spec
-    from hummingbird_t2v.training.config import ComponentSpec
+    if args.teacher_model:
+        teacher_pipe, student_pipe = trained["teacher"], trained["student (stage 2)"]
+    else:
+        from hummingbird_t2v.toyworld.components import TOY_TEXT_ENCODER_DIR
+        from hummingbird_t2v.training.components import build_from_spec
+        from hummingbird_t2v.training.config import ComponentSpec
 
-    text_encoder = build_from_spec(ComponentSpec(path=str(TOY_TEXT_ENCODER_DIR), class_name="WordTextEncoder"), "text_encoder")
-    vae = load_toy_vae()
-    defaults = SamplingDefaults(num_inference_steps=50, guidance_scale=7.5, fps=8, num_frames=FRAMES, height=4 * LATENT, width=4 * LATENT)
-    teacher_pipe = HummingbirdPipeline(unets["teacher"], vae, text_encoder, PipelineConfig(sampler="ddim", defaults=defaults))
-    student_pipe = HummingbirdPipeline(unets["student (stage 2, + guidance projection)"], vae, text_encoder,
-                                       PipelineConfig(sampler="consistency", defaults=defaults))
+        text_encoder = build_from_spec(ComponentSpec(path=str(TOY_TEXT_ENCODER_DIR), class_name="WordTextEncoder"), "text_encoder")
+        vae = load_toy_vae()
+        defaults = SamplingDefaults(num_inference_steps=50, guidance_scale=7.5, fps=8, num_frames=FRAMES, height=4 * LATENT, width=4 * LATENT)
+        teacher_pipe = HummingbirdPipeline(unets["teacher"], vae, text_encoder, PipelineConfig(sampler="ddim", defaults=defaults))
+        student_pipe = HummingbirdPipeline(unets["student (stage 2, + guidance projection)"], vae, text_encoder,
+                                           PipelineConfig(sampler="consistency", defaults=defaults))
     video_repeats = max(1, args.repeats // 3)
     videos = {
         "teacher, DDIM 50 x CFG 7.5": video_latency(teacher_pipe, 50, 7.5, video_repeats),
