@@ -85,6 +85,20 @@ def video_latency(pipe: HummingbirdPipeline, steps: int, guidance: float, repeat
     return statistics.median(times)
 
 
+def random_weight_pipelines(teacher: UNet3D, student: UNet3D) -> tuple[HummingbirdPipeline, HummingbirdPipeline]:
+    """The teacher (DDIM) and stage-2 student (consistency) pipelines around random U-Nets, with the
+    shipped toy VAE and word text encoder."""
+    from hummingbird_t2v.toyworld.components import TOY_TEXT_ENCODER_DIR
+    from hummingbird_t2v.training.components import build_from_spec
+    from hummingbird_t2v.training.config import ComponentSpec
+
+    text_encoder = build_from_spec(ComponentSpec(path=str(TOY_TEXT_ENCODER_DIR), class_name="WordTextEncoder"), "text_encoder")
+    vae = load_toy_vae()
+    defaults = SamplingDefaults(num_inference_steps=50, guidance_scale=7.5, fps=8, num_frames=FRAMES, height=4 * LATENT, width=4 * LATENT)
+    return (HummingbirdPipeline(teacher, vae, text_encoder, PipelineConfig(sampler="ddim", defaults=defaults)),
+            HummingbirdPipeline(student, vae, text_encoder, PipelineConfig(sampler="consistency", defaults=defaults)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layout", default=str(REPO / "configs" / "toy_paper_layout.yaml"), help="student layout (default: the paper map)")
@@ -100,15 +114,16 @@ def main() -> None:
     torch.manual_seed(0)
 
     if args.teacher_model:
-        trained = {"teacher": HummingbirdPipeline.from_pretrained(args.teacher_model, device="cpu"),
-                   "student (stage 2)": HummingbirdPipeline.from_pretrained(args.student_model, device="cpu")}
-        unets = {name: pipe.unet.eval() for name, pipe in trained.items()}
+        teacher_pipe = HummingbirdPipeline.from_pretrained(args.teacher_model, device="cpu")
+        student_pipe = HummingbirdPipeline.from_pretrained(args.student_model, device="cpu")
+        unets = {"teacher": teacher_pipe.unet.eval(), "student (stage 2)": student_pipe.unet.eval()}
     else:
         teacher = toy_teacher_config()
         student = load_layout(args.layout, teacher).student_config(teacher).replace(time_cond_proj_dim=None)
         configs = {"teacher": teacher, "student (stage 1)": student,
                    "student (stage 2, + guidance projection)": student.replace(time_cond_proj_dim=256)}
         unets = {name: UNet3D(config).eval() for name, config in configs.items()}
+        teacher_pipe, student_pipe = random_weight_pipelines(unets["teacher"], unets["student (stage 2, + guidance projection)"])
     rows = {}
     print(f"U-Nets at the toy size ({FRAMES} frames, {LATENT}x{LATENT} latents, batch 1), {args.threads} CPU threads:")
     print(f"  {'U-Net':44s} {'parameters':>12s} {'GFLOP/forward':>14s} {'ms/forward':>11s}")
@@ -117,19 +132,6 @@ def main() -> None:
         row = rows[name]
         print(f"  {name:44s} {row['parameters']:>12,} {row['flops'] / 1e9:>14.2f} {1000 * row['seconds_per_forward']:>11.1f}")
 
-    if args.teacher_model:
-        teacher_pipe, student_pipe = trained["teacher"], trained["student (stage 2)"]
-    else:
-        from hummingbird_t2v.toyworld.components import TOY_TEXT_ENCODER_DIR
-        from hummingbird_t2v.training.components import build_from_spec
-        from hummingbird_t2v.training.config import ComponentSpec
-
-        text_encoder = build_from_spec(ComponentSpec(path=str(TOY_TEXT_ENCODER_DIR), class_name="WordTextEncoder"), "text_encoder")
-        vae = load_toy_vae()
-        defaults = SamplingDefaults(num_inference_steps=50, guidance_scale=7.5, fps=8, num_frames=FRAMES, height=4 * LATENT, width=4 * LATENT)
-        teacher_pipe = HummingbirdPipeline(unets["teacher"], vae, text_encoder, PipelineConfig(sampler="ddim", defaults=defaults))
-        student_pipe = HummingbirdPipeline(unets["student (stage 2, + guidance projection)"], vae, text_encoder,
-                                           PipelineConfig(sampler="consistency", defaults=defaults))
     video_repeats = max(1, args.repeats // 3)
     videos = {
         "teacher, DDIM 50 x CFG 7.5": video_latency(teacher_pipe, 50, 7.5, video_repeats),
