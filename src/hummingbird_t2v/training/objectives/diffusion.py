@@ -12,9 +12,11 @@ shared by every frame and pixel (scaled by `offset_noise`): with the scaled-line
 mean of a noisy latent still reveals the clip's mean colour at t = 999 (the mean of 16x16x8
 elements has a signal-to-noise ratio near 10 there), so a model can read the background colour
 off the noise instead of the caption and then, sampling from fresh noise, paints a random one;
-the offset makes that mean uninformative, so the caption has to supply it. The ᾱ table is the one VC2's DDIM sampler reads (computed in
-float64, stored float32), and the exported model samples with DDIM + CFG and the same
-`use_scale` switch, so training and sampling agree.
+the offset makes that mean uninformative, so the caption has to supply it.
+
+The ᾱ table is the one VC2's DDIM sampler reads (computed in float64, stored float32), and the
+exported model samples with DDIM + CFG and the same `use_scale` switch, so training and sampling
+agree.
 """
 
 from __future__ import annotations
