@@ -6,7 +6,7 @@ import csv
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -330,6 +330,29 @@ def test_offset_noise_adds_one_value_per_clip_and_channel():
     torch.testing.assert_close(output.loss, noise.pow(2).mean())  # the target is the offset noise
     with pytest.raises(ConfigError, match="offset_noise"):
         DiffusionSettings(offset_noise=-0.1)
+
+
+def test_frame_offset_noise_adds_one_value_per_clip_channel_and_frame():
+    batch = _batch()
+    model = _Recorder()
+    settings = DiffusionSettings(prompt_dropout=0.0, offset_noise=0.1, frame_offset_noise=0.2)
+    objective = DiffusionObjective(model, settings)
+    output = objective(batch, torch.Generator().manual_seed(5))
+    replay = torch.Generator().manual_seed(5)  # t, noise, dropout, the clip offset, then the frame offset
+    t = torch.randint(0, 1000, (4,), generator=replay)
+    noise = torch.randn(batch.latents.shape, generator=replay)
+    torch.rand(4, generator=replay)
+    frames = batch.latents.shape[2]
+    noise = noise + 0.1 * torch.randn(4, 4, 1, 1, 1, generator=replay)
+    noise = noise + 0.2 * torch.randn(4, 4, frames, 1, 1, generator=replay)
+    alpha_bar = objective.alphas_cumprod[t].view(4, 1, 1, 1, 1)
+    torch.testing.assert_close(model.calls[0][0], alpha_bar.sqrt() * batch.latents + (1 - alpha_bar).sqrt() * noise)
+    torch.testing.assert_close(output.loss, noise.pow(2).mean())
+    with pytest.raises(ConfigError, match="frame_offset_noise"):
+        DiffusionSettings(frame_offset_noise=-0.1)
+    image_batch = replace(batch, latents=batch.latents[:, :, 0])
+    with pytest.raises(ConfigError, match="frame_offset_noise needs video latents"):
+        objective(image_batch, torch.Generator().manual_seed(5))
 
 
 def test_prompt_dropout_extremes():

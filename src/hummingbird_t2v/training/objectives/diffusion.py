@@ -12,7 +12,12 @@ shared by every frame and pixel (scaled by `offset_noise`): with the scaled-line
 mean of a noisy latent still reveals the clip's mean colour at t = 999 (the mean of 16x16x8
 elements has a signal-to-noise ratio near 10 there), so a model can read the background colour
 off the noise instead of the caption and then, sampling from fresh noise, paints a random one;
-the offset makes that mean uninformative, so the caption has to supply it.
+the offset makes that mean uninformative, so the caption has to supply it. Per frame the same
+holds more strongly (a 16x16 frame's mean is far noisier than the clip's, yet still informative
+at t = 999), and a model that reads each frame's colour off its own noise paints a different
+background in every frame of a sampled video; `frame_offset_noise` adds one more Gaussian value
+per clip, channel *and frame*, so that a frame's colour has to come from the caption and the
+other frames (temporal attention) instead.
 
 The ᾱ table is the one VC2's DDIM sampler reads (computed in float64, stored float32), and the
 exported model samples with DDIM + CFG and the same `use_scale` switch, so training and sampling
@@ -57,10 +62,14 @@ class DiffusionSettings:
     min_snr_gamma: float | None = None
     # Offset noise scale (0.1 is usual); 0: plain Gaussian noise, as VideoCrafter2 trains.
     offset_noise: float = 0.0
+    # Offset noise drawn per frame as well (scale; 0: off): video latents (b, c, frames, h, w) only.
+    frame_offset_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.offset_noise >= 0:
             raise ConfigError(f"objective.offset_noise must be >= 0 (0.1 is usual), got {self.offset_noise}")
+        if not self.frame_offset_noise >= 0:
+            raise ConfigError(f"objective.frame_offset_noise must be >= 0 (0.1 is usual), got {self.frame_offset_noise}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ConfigError(f"objective.min_snr_gamma must be > 0 (5 is usual) or null, got {self.min_snr_gamma}")
         if not 0.0 <= self.prompt_dropout <= 1.0:
@@ -102,6 +111,13 @@ class DiffusionObjective(Objective):
         if self.settings.offset_noise > 0:
             per_channel = (b, z0.shape[1]) + (1,) * (z0.ndim - 2)
             noise = noise + self.settings.offset_noise * torch.randn(per_channel, generator=generator, device=device)
+        if self.settings.frame_offset_noise > 0:
+            if z0.ndim != 5:
+                raise ConfigError(
+                    f"objective.frame_offset_noise needs video latents (b, c, frames, h, w), got shape {tuple(z0.shape)}; set it to 0"
+                )
+            per_frame = (b, z0.shape[1], z0.shape[2], 1, 1)
+            noise = noise + self.settings.frame_offset_noise * torch.randn(per_frame, generator=generator, device=device)
 
         per_sample = (b,) + (1,) * (z0.ndim - 1)
         if self.latent_scale is not None:
