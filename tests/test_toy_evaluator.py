@@ -20,6 +20,7 @@ from hummingbird_t2v.toyworld.evaluator import (
     EVALUATOR_ATTRIBUTES,
     TOY_EVALUATOR_DIR,
     EvaluatorTraining,
+    SavedEvalVideos,
     ToyEvaluatorConfig,
     ToyVideoClassifier,
     accuracy_by_attribute,
@@ -27,7 +28,9 @@ from hummingbird_t2v.toyworld.evaluator import (
     evaluate_pipeline,
     evaluate_videos,
     format_eval_table,
+    load_eval_videos,
     load_toy_evaluator,
+    save_eval_videos,
     save_toy_evaluator,
     train_toy_evaluator,
 )
@@ -107,6 +110,19 @@ def test_config_round_trip_and_bad_configs_are_named():
         ToyEvaluatorConfig.from_dict({"layers": 3})
 
 
+def test_training_clips_mix_in_the_core_vocabulary_at_the_asked_share():
+    from hummingbird_t2v.toyworld.evaluator import _TrainingClips
+
+    names = ("background", "camera")
+    for share, expect_core in ((1.0, True), (0.0, False)):
+        _, labels = next(iter(_TrainingClips(EvaluatorTraining(batch_size=24, core_fraction=share), names)))
+        solid_and_still = (labels["background"] == ATTRIBUTE_CLASSES["background"].index("solid")) & (
+            labels["camera"] == ATTRIBUTE_CLASSES["camera"].index("still"))
+        assert bool(solid_and_still.all()) is expect_core
+    with pytest.raises(ConfigError, match="core_fraction"):
+        train_toy_evaluator(EvaluatorTraining(steps=1, core_fraction=1.5), log=None)
+
+
 def test_training_runs_and_the_saved_evaluator_reloads_identically(tmp_path, monkeypatch):
     import hummingbird_t2v.toyworld.evaluator as evaluator_module
 
@@ -178,6 +194,25 @@ def test_eval_needs_a_model_or_real():
     args = _parse(["eval", "--n", "2"])
     with pytest.raises(ConfigError, match="--model"):
         args.func(args)
+    for argv, message in (
+        (["eval", "--videos", "v.npz", "--real"], "drop --model"),
+        (["eval", "--real", "--save-videos", "v.npz"], "--save-videos FILE.npz"),
+        (["eval", "--videos", "missing.npz"], "no saved evaluation videos"),
+    ):
+        args = _parse(argv)
+        with pytest.raises(ConfigError, match=message):
+            args.func(args)
+
+
+def test_a_damaged_saved_videos_file_is_refused(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not a zip file")
+    np.savez(tmp_path / "other.npz", frames=np.zeros(3))
+    for name in ("bad.npz", "other.npz"):
+        with pytest.raises(ConfigError, match="not a file of saved evaluation videos"):
+            load_eval_videos(tmp_path / name)
+    with pytest.raises(ConfigError, match="uint8"):
+        save_eval_videos(tmp_path / "v.npz", SavedEvalVideos("x", np.zeros((2, 4, 8, 8, 3)), ["a", "b"], [{}, {}], 2, VOCABULARY_PRESETS["core"]))
+    assert not (tmp_path / "v.npz").exists()
 
 
 class _PromptEchoPipeline:
@@ -230,10 +265,22 @@ def test_eval_generates_from_a_model_folder_end_to_end(tmp_path, capsys):
     defaults = SamplingDefaults(num_inference_steps=2, guidance_scale=7.5, fps=8, num_frames=4, height=32, width=32)
     config = PipelineConfig(sampler="consistency", defaults=defaults, extra={"toy_vocabulary": "core"})
     HummingbirdPipeline(unet, vae, text_encoder, config).save_pretrained(tmp_path / "tiny")
-    args = _parse(["eval", "--model", str(tmp_path / "tiny"), "--n", "3", "--steps", "1", "--batch-size", "2"])
+    saved_file = tmp_path / "videos.npz"
+    args = _parse(["eval", "--model", str(tmp_path / "tiny"), "--n", "3", "--steps", "1", "--batch-size", "2",
+                   "--save-videos", str(saved_file), "--json", str(tmp_path / "generated.json")])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "real clips (n=3)" in out and "tiny (n=3)" in out
     assert "the model's vocabulary" in out  # prompts from the core vocabulary the folder records
+    # The saved videos are scored again without the model, to the same numbers.
+    saved = load_eval_videos(saved_file)
+    assert saved.videos.shape == (3, 4, 32, 32, 3) and saved.videos.dtype == np.uint8
+    assert saved.vocabulary == VOCABULARY_PRESETS["core"] and saved.prompts == eval_scenes(3, vocabulary="core")[1]
+    rescore = _parse(["eval", "--videos", str(saved_file), "--json", str(tmp_path / "rescored.json")])
+    assert rescore.func(rescore) == 0
+    assert "tiny (n=3)" in capsys.readouterr().out
+    first, again = (json.loads((tmp_path / name).read_text())["results"] for name in ("generated.json", "rescored.json"))
+    assert [r["accuracy"] for r in again] == [r["accuracy"] for r in first]
+    assert again[1]["temporal_flickering"] == pytest.approx(first[1]["temporal_flickering"])
     assert model_toy_vocabulary(tmp_path / "tiny") == VOCABULARY_PRESETS["core"]
     assert model_toy_vocabulary(tmp_path) is None

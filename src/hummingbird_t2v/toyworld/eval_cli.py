@@ -2,6 +2,8 @@
 
     hummingbird toyworld eval --model MODEL_FOLDER --n 200 [--steps 4]
     hummingbird toyworld eval --real --n 200     # the evaluator on real clips alone
+    hummingbird toyworld eval --model MODEL_FOLDER --n 200 --save-videos runs/videos.npz
+    hummingbird toyworld eval --videos runs/videos.npz --evaluator OTHER_EVALUATOR   # no generation
 
 Prompts come from the evaluation world (seed 2 by default), whose scenes no shipped component was
 trained on, drawn from the vocabulary the model was trained on (recorded in its folder; --vocabulary
@@ -24,55 +26,76 @@ __all__ = ["add_eval_parser", "run_eval"]
 
 def run_eval(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
     from hummingbird_t2v.toyworld.evaluator import (
-        evaluate_pipeline,
         evaluate_real_clips,
         format_eval_table,
+        load_eval_videos,
         load_toy_evaluator,
+        score_videos,
     )
 
-    if args.model is None and not args.real:
-        raise ConfigError("name the model to evaluate with --model MODEL_FOLDER, or pass --real to score real clips only")
+    if args.videos is not None and (args.model is not None or args.real or args.save_videos is not None):
+        raise ConfigError("--videos scores videos saved earlier: drop --model, --real and --save-videos")
+    if args.model is None and not args.real and args.videos is None:
+        raise ConfigError("name the model to evaluate with --model MODEL_FOLDER, pass --videos FILE.npz to score saved videos, or --real for real clips only")
+    if args.save_videos is not None and (args.model is None or not str(args.save_videos).endswith(".npz")):
+        raise ConfigError("--save-videos FILE.npz stores the videos --model generates; name an .npz file and a --model")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     evaluator = load_toy_evaluator(args.evaluator) if args.evaluator else load_toy_evaluator()
-    vocabulary = args.vocabulary
-    if vocabulary is None and args.model is not None:
-        from hummingbird_t2v.toyworld.builtin import model_toy_vocabulary
+    if args.videos is not None:
+        saved = load_eval_videos(args.videos)
+        results = [
+            evaluate_real_clips(len(saved.videos), world_seed=saved.world_seed, vocabulary=saved.vocabulary, evaluator=evaluator),
+            score_videos(saved.source, saved.videos, saved.attributes, evaluator=evaluator),
+        ]
+        heading = f"videos saved in {args.videos}, evaluation world seed {saved.world_seed}"
+    else:
+        vocabulary = args.vocabulary
+        if vocabulary is None and args.model is not None:
+            from hummingbird_t2v.toyworld.builtin import model_toy_vocabulary
 
-        vocabulary = model_toy_vocabulary(args.model)
-    results = [evaluate_real_clips(args.n, world_seed=args.world_seed, vocabulary=vocabulary, evaluator=evaluator)]
-    if args.model is not None:
-        from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
-
-        pipe = HummingbirdPipeline.from_pretrained(args.model, device=args.device)
-        with tqdm(total=args.n, unit="video", desc="generating", disable=None, file=sys.stderr) as bar:
-            results.append(
-                evaluate_pipeline(
-                    pipe,
-                    args.n,
-                    source=Path(str(args.model)).name or str(args.model),
-                    world_seed=args.world_seed,
-                    captions=args.captions,
-                    vocabulary=vocabulary,
-                    num_inference_steps=args.steps,
-                    guidance_scale=args.guidance_scale,
-                    seed=args.seed,
-                    batch_size=args.batch_size,
-                    evaluator=evaluator,
-                    progress=bar.update,
-                )
-            )
-    described = args.vocabulary or ("the model's" if vocabulary is not None else "full")
-    print(f"toy evaluator, evaluation world seed {args.world_seed}, {described} vocabulary, {args.captions} captions")
+            vocabulary = model_toy_vocabulary(args.model)
+        results = [evaluate_real_clips(args.n, world_seed=args.world_seed, vocabulary=vocabulary, evaluator=evaluator)]
+        if args.model is not None:
+            results.append(_generate_and_score(args, vocabulary, evaluator))
+        described = args.vocabulary or ("the model's" if vocabulary is not None else "full")
+        heading = f"evaluation world seed {args.world_seed}, {described} vocabulary, {args.captions} captions"
+    print(f"toy evaluator, {heading}")
     print(format_eval_table(results))
     if args.json:
         from hummingbird_t2v.checkpoints.folder import write_json
 
         write_json(Path(args.json), {"results": [asdict(result) for result in results], "arguments": _arguments(args)})
     return 0
+
+
+def _generate_and_score(args: argparse.Namespace, vocabulary: Any, evaluator: Any) -> Any:
+    from tqdm import tqdm
+
+    from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
+    from hummingbird_t2v.toyworld.evaluator import evaluate_pipeline_videos, save_eval_videos
+
+    pipe = HummingbirdPipeline.from_pretrained(args.model, device=args.device)
+    with tqdm(total=args.n, unit="video", desc="generating", disable=None, file=sys.stderr) as bar:
+        result, saved = evaluate_pipeline_videos(
+            pipe,
+            args.n,
+            source=Path(str(args.model)).name or str(args.model),
+            world_seed=args.world_seed,
+            captions=args.captions,
+            vocabulary=vocabulary,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            evaluator=evaluator,
+            progress=bar.update,
+        )
+    if args.save_videos is not None:
+        print(f"saved the {len(saved.videos)} videos to {save_eval_videos(args.save_videos, saved)}")
+    return result
 
 
 def _arguments(args: argparse.Namespace) -> dict[str, Any]:
@@ -102,5 +125,9 @@ def add_eval_parser(commands: Any) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for generation (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--evaluator", default=None, help="evaluator folder (default: the shipped one)")
+    parser.add_argument("--save-videos", default=None, metavar="FILE.npz",
+                        help="also store the generated videos, prompts and ground truth, to score them again later")
+    parser.add_argument("--videos", default=None, metavar="FILE.npz",
+                        help="score videos stored with --save-videos (e.g. with another --evaluator) instead of generating")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.set_defaults(func=run_eval)

@@ -23,8 +23,10 @@ records both):
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -68,6 +70,7 @@ __all__ = [
     "TOY_EVALUATOR_DIR",
     "EvaluatorTraining",
     "RewardClassifier",
+    "SavedEvalVideos",
     "ToyEvalResult",
     "ToyEvaluatorConfig",
     "ToyVideoClassifier",
@@ -75,12 +78,15 @@ __all__ = [
     "chance_accuracy",
     "eval_scenes",
     "evaluate_pipeline",
+    "evaluate_pipeline_videos",
     "evaluate_real_clips",
     "evaluate_videos",
     "format_eval_table",
     "generate_eval_videos",
+    "load_eval_videos",
     "load_reward_classifier",
     "load_toy_evaluator",
+    "save_eval_videos",
     "score_videos",
     "train_toy_evaluator",
 ]
@@ -364,7 +370,82 @@ def score_videos(
     return ToyEvalResult(source, len(videos), accuracy, mean_temporal_flickering(videos), seconds)
 
 
-def evaluate_pipeline(
+@dataclass(frozen=True)
+class SavedEvalVideos:
+    """Generated evaluation videos with what they were asked for, as `--save-videos` stores them."""
+
+    source: str
+    videos: np.ndarray  # uint8 (n, T, H, W, 3)
+    prompts: list[str]
+    attributes: list[dict[str, Any]]
+    world_seed: int
+    vocabulary: SceneVocabulary
+
+
+def save_eval_videos(path: str | Path, saved: SavedEvalVideos) -> Path:
+    """Write generated evaluation videos and their prompts and ground truth to an .npz file
+    (atomically), so that another evaluator can score the same videos without generating them
+    again (`hummingbird toyworld eval --videos FILE`)."""
+    from hummingbird_t2v.checkpoints.folder import _atomic_write
+
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ConfigError(f"saved evaluation videos go to an .npz file, got {str(path)!r}")
+    _check_saved(saved, str(path))
+    meta = {
+        "source": saved.source,
+        "prompts": list(saved.prompts),
+        "attributes": [dict(a) for a in saved.attributes],
+        "world_seed": int(saved.world_seed),
+        "vocabulary": asdict(saved.vocabulary),
+    }
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle: given a name, numpy would append ".npz" to the temporary one
+            np.savez_compressed(handle, videos=saved.videos, meta=np.array(json.dumps(meta)))
+
+    _atomic_write(path, write)
+    return path
+
+
+def load_eval_videos(path: str | Path) -> SavedEvalVideos:
+    """What `save_eval_videos` wrote (read without unpickling anything)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no saved evaluation videos at {str(path)!r}; write them with `hummingbird toyworld eval --save-videos FILE.npz`")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            videos, meta = data["videos"], json.loads(str(data["meta"]))
+        saved = SavedEvalVideos(
+            source=str(meta["source"]),
+            videos=videos,
+            prompts=list(meta["prompts"]),
+            attributes=list(meta["attributes"]),
+            world_seed=int(meta["world_seed"]),
+            vocabulary=resolve_vocabulary(meta["vocabulary"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise ConfigError(f"{str(path)!r} is not a file of saved evaluation videos ({error}); write one with --save-videos") from None
+    _check_saved(saved, str(path))
+    return saved
+
+
+def _check_saved(saved: SavedEvalVideos, where: str) -> None:
+    videos = saved.videos
+    if videos.dtype != np.uint8 or videos.ndim != 5 or videos.shape[-1] != 3 or not len(videos) == len(saved.prompts) == len(saved.attributes):
+        raise ConfigError(
+            f"{where}: saved evaluation videos must be uint8 (n, T, H, W, 3) with one prompt and one attribute set each, "
+            f"got {videos.shape} ({videos.dtype}) for {len(saved.prompts)} prompts"
+        )
+
+
+def evaluate_pipeline(pipe: Any, count: int, **options: Any) -> ToyEvalResult:
+    """Generate one video per evaluation prompt with `pipe` (a HummingbirdPipeline) and score them
+    (the options of `evaluate_pipeline_videos`)."""
+    return evaluate_pipeline_videos(pipe, count, **options)[0]
+
+
+def evaluate_pipeline_videos(
     pipe: Any,
     count: int,
     *,
@@ -378,8 +459,8 @@ def evaluate_pipeline(
     batch_size: int = 8,
     evaluator: ToyVideoClassifier | None = None,
     progress: Callable[[int], None] | None = None,
-) -> ToyEvalResult:
-    """Generate one video per evaluation prompt with `pipe` (a HummingbirdPipeline) and score them.
+) -> tuple[ToyEvalResult, SavedEvalVideos]:
+    """`evaluate_pipeline`, also returning the videos with their prompts (for `save_eval_videos`).
 
     Videos are generated at the pipeline's default size and read back as 8-bit frames, as they
     would be saved; the evaluator resamples them to its own input size."""
@@ -394,7 +475,8 @@ def evaluate_pipeline(
         batch_size=batch_size,
         progress=progress,
     )
-    return score_videos(source, videos, attributes, evaluator=evaluator, seconds=time.perf_counter() - started)
+    result = score_videos(source, videos, attributes, evaluator=evaluator, seconds=time.perf_counter() - started)
+    return result, SavedEvalVideos(source, videos, prompts, attributes, world_seed, resolve_vocabulary(vocabulary))
 
 
 def format_eval_table(results: Sequence[ToyEvalResult]) -> str:
@@ -420,6 +502,10 @@ class EvaluatorTraining:
     warmup_steps: int = 50
     weight_decay: float = 0.05
     degraded_fraction: float = 0.3
+    # Share of clips drawn from the core vocabulary (one medium or large object, solid background,
+    # still camera) instead of the whole toy world; 1.0 trains an evaluator for core models only.
+    # docs/toy-components.md has what it did (it did not fix shape).
+    core_fraction: float = 0.0
     train_clips: int = 200_000  # clip indices of the training world (effectively never repeated)
     seed: int = 0
     threads: int = 2
@@ -439,9 +525,15 @@ class _TrainingClips(torch.utils.data.IterableDataset):
     def __iter__(self):  # type: ignore[override]
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.config.seed, info.id if info is not None else 0])
-        world = ToyWorld(ToyWorldConfig(seed=TRAIN_WORLD_SEED, degraded_fraction=self.config.degraded_fraction))
+        worlds = [
+            ToyWorld(ToyWorldConfig(seed=TRAIN_WORLD_SEED, degraded_fraction=self.config.degraded_fraction, vocabulary=vocabulary))
+            for vocabulary in (resolve_vocabulary(None), resolve_vocabulary("core"))
+        ]
         while True:
-            clips = [world.clip(int(i)) for i in rng.integers(self.config.train_clips, size=self.config.batch_size)]
+            clips = [
+                worlds[int(rng.random() < self.config.core_fraction)].clip(int(i))
+                for i in rng.integers(self.config.train_clips, size=self.config.batch_size)
+            ]
             yield torch.from_numpy(np.stack([clip.frames for clip in clips])), label_tensor([clip.attributes for clip in clips], self.names)
 
 
@@ -457,6 +549,8 @@ def train_toy_evaluator(
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
+    if not 0.0 <= config.core_fraction <= 1.0:
+        raise ConfigError(f"core_fraction must lie in [0, 1], got {config.core_fraction}")
     model = (load_toy_evaluator(Path(config.init)) if config.init else ToyVideoClassifier(model_config)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     names = model.config.attributes
@@ -518,9 +612,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="processes rendering training clips (default 0)")
     parser.add_argument("--init", default=None, help="evaluator folder to continue training from")
     parser.add_argument("--lr", type=float, default=EvaluatorTraining.learning_rate, help="peak learning rate")
+    parser.add_argument("--core-fraction", type=float, default=EvaluatorTraining.core_fraction,
+                        help="share of training clips from the core vocabulary (default 0)")
     args = parser.parse_args(argv)
     training = EvaluatorTraining(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
-                                 device=args.device, workers=args.workers, init=args.init, learning_rate=args.lr)
+                                 device=args.device, workers=args.workers, init=args.init, learning_rate=args.lr,
+                                 core_fraction=args.core_fraction)
     model, record = train_toy_evaluator(training)
     save_toy_evaluator(model, Path(args.out), record)
     print(f"saved {args.out}: {record['parameters'] / 1e3:.0f} K parameters, trained {record['train_seconds'] / 60:.1f} min")
