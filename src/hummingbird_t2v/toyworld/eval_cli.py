@@ -75,7 +75,10 @@ def _generate_and_score(args: argparse.Namespace, vocabulary: Any, evaluator: An
     from tqdm import tqdm
 
     from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
-    from hummingbird_t2v.toyworld.evaluator import evaluate_pipeline_videos, save_eval_videos
+    from hummingbird_t2v.toyworld.evaluator import (
+        evaluate_pipeline_videos,
+        save_eval_videos,
+    )
 
     pipe = HummingbirdPipeline.from_pretrained(args.model, device=args.device)
     with tqdm(total=args.n, unit="video", desc="generating", disable=None, file=sys.stderr) as bar:

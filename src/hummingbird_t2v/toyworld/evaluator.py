@@ -513,6 +513,10 @@ class EvaluatorTraining:
     workers: int = 0  # DataLoader processes rendering clips (0: in the training process)
     init: str | None = None  # an evaluator folder to continue from (None: from scratch)
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.core_fraction <= 1.0:
+            raise ConfigError(f"core_fraction must lie in [0, 1], got {self.core_fraction}")
+
 
 class _TrainingClips(torch.utils.data.IterableDataset):
     """Endless batches of random training-world clips: (uint8 frames (b, T, H, W, 3), labels per
@@ -530,10 +534,10 @@ class _TrainingClips(torch.utils.data.IterableDataset):
             for vocabulary in (resolve_vocabulary(None), resolve_vocabulary("core"))
         ]
         while True:
-            clips = [
-                worlds[int(rng.random() < self.config.core_fraction)].clip(int(i))
-                for i in rng.integers(self.config.train_clips, size=self.config.batch_size)
-            ]
+            indices = rng.integers(self.config.train_clips, size=self.config.batch_size)
+            # Drawn only when asked for, so that the default keeps the stream the shipped evaluator trained on.
+            from_core = rng.random(len(indices)) < self.config.core_fraction if self.config.core_fraction > 0 else np.zeros(len(indices), bool)
+            clips = [worlds[int(core)].clip(int(i)) for i, core in zip(indices, from_core, strict=True)]
             yield torch.from_numpy(np.stack([clip.frames for clip in clips])), label_tensor([clip.attributes for clip in clips], self.names)
 
 
@@ -549,8 +553,6 @@ def train_toy_evaluator(
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
-    if not 0.0 <= config.core_fraction <= 1.0:
-        raise ConfigError(f"core_fraction must lie in [0, 1], got {config.core_fraction}")
     model = (load_toy_evaluator(Path(config.init)) if config.init else ToyVideoClassifier(model_config)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     names = model.config.attributes
