@@ -85,7 +85,7 @@ def test_any_clip_length_size_and_dtype_is_prepared_to_the_network_input():
 
 
 def test_predictions_name_toy_values_and_accuracy_compares_them():
-    model = ToyVideoClassifier(ToyEvaluatorConfig(stage_channels=(8, 8, 8), stem_channels=8))
+    model = ToyVideoClassifier(ToyEvaluatorConfig(stage_channels=(8, 8, 8), stem_channels=8, appearance_channels=(8, 8)))
     predictions = model.predict(np.random.default_rng(0).integers(0, 255, (3, 16, 64, 64, 3), dtype=np.uint8))
     assert len(predictions) == 3
     for row in predictions:
@@ -110,6 +110,33 @@ def test_config_round_trip_and_bad_configs_are_named():
         ToyEvaluatorConfig.from_dict({"layers": 3})
 
 
+def test_appearance_is_read_per_frame_and_motion_across_frames():
+    torch.manual_seed(0)
+    model = ToyVideoClassifier(ToyEvaluatorConfig(stage_channels=(8, 8, 8), stem_channels=8, appearance_channels=(8, 8))).eval()
+    assert model.heads["shape"].in_features == model.config.appearance_features
+    assert model.heads["motion"].in_features == model.config.pooled_features
+    video = torch.rand(2, 3, 8, 64, 64) * 2 - 1
+    reversed_in_time = video.flip(2)
+    with torch.no_grad():
+        forward, backward = model(video), model(reversed_in_time)
+    # Shape, colour and size come from a per-frame trunk averaged over frames: frame order cannot
+    # matter. Motion comes from the (2+1)D trunk, which sees the order.
+    for name in ("shape", "color", "size"):
+        torch.testing.assert_close(forward[name], backward[name])
+    assert not torch.allclose(forward["motion"], backward["motion"])
+
+
+def test_an_evaluator_saved_before_the_appearance_trunk_still_loads():
+    old = ToyEvaluatorConfig(appearance_channels=()).to_dict()
+    del old["appearance_channels"], old["appearance_attributes"]
+    config = ToyEvaluatorConfig.from_dict(old)
+    assert config.appearance_channels == () and not config.reads_appearance("shape")
+    model = ToyVideoClassifier(config)
+    assert model.appearance is None and model.heads["shape"].in_features == config.pooled_features
+    with pytest.raises(ConfigError, match="unknown evaluator attributes"):
+        ToyEvaluatorConfig(appearance_attributes=("texture",))
+
+
 def test_training_clips_mix_in_the_core_vocabulary_at_the_asked_share():
     from hummingbird_t2v.toyworld.evaluator import _TrainingClips
 
@@ -129,7 +156,7 @@ def test_training_runs_and_the_saved_evaluator_reloads_identically(tmp_path, mon
     # Two steps of a tiny network, scored on a handful of held-out clips.
     monkeypatch.setattr(evaluator_module, "held_out_accuracy",
                         lambda model: {"clean": evaluator_module.evaluate_real_clips(4, world_seed=1, evaluator=model).accuracy})
-    tiny = ToyEvaluatorConfig(stem_channels=8, stage_channels=(8, 8, 8))
+    tiny = ToyEvaluatorConfig(stem_channels=8, stage_channels=(8, 8, 8), appearance_channels=(8, 8))
     model, record = train_toy_evaluator(EvaluatorTraining(steps=2, batch_size=4, threads=1), tiny, log=None)
     assert record["parameters"] == sum(p.numel() for p in model.parameters())
     assert set(record["held_out_accuracy"]["clean"]) == set(tiny.attributes)
@@ -141,6 +168,11 @@ def test_training_runs_and_the_saved_evaluator_reloads_identically(tmp_path, mon
             torch.testing.assert_close(reloaded(reloaded.prepare(clip))[name], logits)
     with pytest.raises(CheckpointError):
         load_toy_evaluator(tmp_path / "missing")
+    # A time budget far too short for 100 steps ends training right after the warm-up.
+    _, record = train_toy_evaluator(EvaluatorTraining(steps=100, warmup_steps=2, max_minutes=1e-6, batch_size=2, threads=1), tiny, log=None)
+    assert record["steps_trained"] == 3
+    with pytest.raises(ConfigError, match="max_minutes"):
+        EvaluatorTraining(max_minutes=0)
 
 
 # ------------------------------------------------------------------------ the shipped weights

@@ -5,11 +5,18 @@ motion, the camera move and the background kind; comparing those with the prompt
 gives per-attribute accuracy, the toy world's answer to "does the model follow the prompt?".
 Later issues use it to compare the teacher, pruned and distilled students.
 
-The network is a (2+1)D convolution stack (a spatial 3x3 then a temporal 3 convolution per stage,
-as R(2+1)D factorises 3D convolutions) over 8 frames spread evenly over the clip, at 64x64, from a
-full-resolution stem. The last feature map is averaged over time and pooled (global mean and max,
-and the max of each quadrant) into the linear heads: position-free for shape and colour, while the
-quadrants keep which side an object is on (the first object is the left one in two-object scenes).
+Two convolution trunks read a clip of 8 frames spread evenly over it, at 64x64:
+- the *motion trunk*, a (2+1)D stack (a spatial 3x3 then a temporal 3 convolution per stage, as
+  R(2+1)D factorises 3D convolutions) from a full-resolution stem, averaged over time at the end;
+- the *appearance trunk* (evaluators from 2026-11-26 on), a per-frame 2D stack: blocks of two 3x3
+  convolutions and a 2x2 max pool, the same weights for every frame, pooled per frame and then
+  averaged over the frames. Shape needs it: the motion trunk, which strides and averages over time
+  early, never learned shapes (docs/toy-components.md).
+Each trunk's last feature map is pooled (global mean and max, and the max of each quadrant) into
+linear heads: position-free for shape and colour, while the quadrants keep which side an object is
+on (the first object is the left one in two-object scenes). Shape, colour and size are read from the
+appearance trunk, motion, camera and background from the motion trunk (an evaluator without an
+appearance trunk reads everything from the motion trunk).
 It is trained on rendered toy clips of the training world, 30 % of them degraded (blur, noise,
 compression, frame drops, flicker) so that imperfect generated videos are still read.
 
@@ -102,32 +109,45 @@ class ToyEvaluatorConfig:
     height: int = 64
     width: int = 64
     stem_channels: int = 24  # full resolution: a small shape is only ~10 pixels wide
-    stage_channels: tuple[int, ...] = (32, 64, 128)  # each halves the height and width
+    stage_channels: tuple[int, ...] = (32, 64, 128)  # motion trunk; each stage halves height and width
     temporal_strides: tuple[int, ...] = (1, 2, 2)
+    # Per-frame 2D trunk, one block (two 3x3 convolutions, 2x2 max pool) per entry; empty: none,
+    # as in the evaluators before 2026-11-26 (from_dict reads their config.json, which has no such field).
+    appearance_channels: tuple[int, ...] = (24, 48, 96, 128)
+    appearance_attributes: tuple[str, ...] = ("shape", "color", "size")  # read from that trunk
     attributes: tuple[str, ...] = EVALUATOR_ATTRIBUTES
     dropout: float = 0.2
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "stage_channels", tuple(int(c) for c in self.stage_channels))
-        object.__setattr__(self, "temporal_strides", tuple(int(s) for s in self.temporal_strides))
+        for key in ("stage_channels", "temporal_strides", "appearance_channels"):
+            object.__setattr__(self, key, tuple(int(c) for c in getattr(self, key)))
         object.__setattr__(self, "attributes", tuple(self.attributes))
+        object.__setattr__(self, "appearance_attributes", tuple(self.appearance_attributes))
         if len(self.stage_channels) != len(self.temporal_strides) or not self.stage_channels:
             raise ConfigError("ToyEvaluatorConfig needs one temporal stride per stage and at least one stage")
-        unknown = [a for a in self.attributes if a not in ATTRIBUTE_CLASSES]
+        unknown = [a for a in (*self.attributes, *self.appearance_attributes) if a not in ATTRIBUTE_CLASSES]
         if unknown or not self.attributes:
             raise ConfigError(f"unknown evaluator attributes {unknown}; choose from {', '.join(ATTRIBUTE_CLASSES)}")
-        reduction = 2 ** len(self.stage_channels)
+        reduction = 2 ** max(len(self.stage_channels), len(self.appearance_channels))
         if self.height % reduction or self.width % reduction or self.num_frames % math.prod(self.temporal_strides):
             raise ConfigError(f"evaluator input {self.num_frames}x{self.height}x{self.width} does not divide by its strides")
 
+    def reads_appearance(self, attribute: str) -> bool:
+        """Whether `attribute` is read from the per-frame appearance trunk."""
+        return bool(self.appearance_channels) and attribute in self.appearance_attributes
+
     @property
     def pooled_features(self) -> int:
-        """Width of the heads' input: global mean and max, plus the max of each frame quadrant."""
+        """Width of the motion-trunk heads' input: global mean and max, plus the max of each frame quadrant."""
         return self.stage_channels[-1] * (2 + 4)
+
+    @property
+    def appearance_features(self) -> int:
+        return self.appearance_channels[-1] * (2 + 4) if self.appearance_channels else 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("stage_channels", "temporal_strides", "attributes"):
+        for key in ("stage_channels", "temporal_strides", "appearance_channels", "appearance_attributes", "attributes"):
             data[key] = list(data[key])
         return data
 
@@ -137,7 +157,7 @@ class ToyEvaluatorConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown ToyEvaluatorConfig fields {unknown}; known fields are {sorted(known)}")
-        return cls(**data)
+        return cls(**{"appearance_channels": (), **data})
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> nn.Sequential:
@@ -147,6 +167,13 @@ def _conv_bn_relu(in_channels: int, out_channels: int, kernel: tuple[int, int, i
         nn.BatchNorm3d(out_channels),
         nn.ReLU(inplace=True),
     )
+
+
+def _pool(features: torch.Tensor) -> torch.Tensor:
+    """(n, c, h, w) -> (n, 6c): global mean and max, and the max of each quadrant. Pooling makes
+    shape and colour independent of where the object is; the quadrant maxima keep which side an
+    object is on (the first object of a two-object scene is the left one)."""
+    return torch.cat([features.mean((2, 3)), features.amax((2, 3)), F.adaptive_max_pool2d(features, 2).flatten(1)], dim=1)
 
 
 class ToyVideoClassifier(nn.Module):
@@ -163,22 +190,36 @@ class ToyVideoClassifier(nn.Module):
             layers.append(_conv_bn_relu(channels, channels, (3, 1, 1), (temporal_stride, 1, 1)))
             width = channels
         self.features = nn.Sequential(*layers)
+        # Kernels (1, 3, 3) over (b, c, t, h, w): the same 2D network on every frame.
+        appearance: list[nn.Module] = []
+        width = 3
+        for channels in c.appearance_channels:
+            appearance += [
+                _conv_bn_relu(width, channels, (1, 3, 3), (1, 1, 1)),
+                _conv_bn_relu(channels, channels, (1, 3, 3), (1, 1, 1)),
+                nn.MaxPool3d((1, 2, 2)),
+            ]
+            width = channels
+        self.appearance = nn.Sequential(*appearance) if appearance else None
         self.dropout = nn.Dropout(c.dropout)
-        self.heads = nn.ModuleDict({name: nn.Linear(c.pooled_features, len(ATTRIBUTE_CLASSES[name])) for name in c.attributes})
+        self.heads = nn.ModuleDict({
+            name: nn.Linear(c.appearance_features if c.reads_appearance(name) else c.pooled_features, len(ATTRIBUTE_CLASSES[name]))
+            for name in c.attributes
+        })
 
     def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.config
         expected = (3, c.num_frames, c.height, c.width)
         if video.ndim != 5 or tuple(video.shape[1:]) != expected:
             raise ConfigError(f"the evaluator takes videos (b, {', '.join(map(str, expected))}), got {tuple(video.shape)}; use prepare()")
-        features = self.features(video).mean(2)  # (b, c, h, w): motion is in the channels by now
-        # Pooling makes shape and colour independent of where the object is; the quadrant maxima
-        # keep which side an object is on (the first object of a two-object scene is the left one).
-        pooled = torch.cat(
-            [features.mean((2, 3)), features.amax((2, 3)), F.adaptive_max_pool2d(features, 2).flatten(1)], dim=1
-        )
-        flat = self.dropout(pooled)
-        return {name: head(flat) for name, head in self.heads.items()}
+        motion = self.dropout(_pool(self.features(video).mean(2)))  # (b, c, h, w): motion is in the channels by now
+        appearance = None
+        if self.appearance is not None:
+            frames = self.appearance(video)  # (b, c, t, h, w)
+            b, t = frames.shape[0], frames.shape[2]
+            per_frame = _pool(frames.transpose(1, 2).flatten(0, 1)).unflatten(0, (b, t))
+            appearance = self.dropout(per_frame.mean(1))
+        return {name: head(appearance if c.reads_appearance(name) else motion) for name, head in self.heads.items()}
 
     @property
     def device(self) -> torch.device:
@@ -506,6 +547,9 @@ class EvaluatorTraining:
     # still camera) instead of the whole toy world; 1.0 trains an evaluator for core models only.
     # docs/toy-components.md has what it did (it did not fix shape).
     core_fraction: float = 0.0
+    # A time budget: after the warm-up, the step count is cut to what fits (the cosine schedule
+    # follows the new count). None: train all `steps`.
+    max_minutes: float | None = None
     train_clips: int = 200_000  # clip indices of the training world (effectively never repeated)
     seed: int = 0
     threads: int = 2
@@ -516,6 +560,8 @@ class EvaluatorTraining:
     def __post_init__(self) -> None:
         if not 0.0 <= self.core_fraction <= 1.0:
             raise ConfigError(f"core_fraction must lie in [0, 1], got {self.core_fraction}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"max_minutes must be positive, got {self.max_minutes}")
 
 
 class _TrainingClips(torch.utils.data.IterableDataset):
@@ -560,10 +606,15 @@ def train_toy_evaluator(
     batches = iter(torch.utils.data.DataLoader(_TrainingClips(config, names), batch_size=None, num_workers=config.workers))
     started = time.perf_counter()
     recent: list[float] = []
+    total_steps = config.steps
     model.train()
-    for step in range(config.steps):
+    step = 0
+    while step < total_steps:
+        if config.max_minutes is not None and step == config.warmup_steps:
+            seconds_per_step = (time.perf_counter() - started) / max(step, 1)
+            total_steps = max(step + 1, min(total_steps, int(config.max_minutes * 60 / seconds_per_step)))
         for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine_lr(step, config.learning_rate, config.steps, config.warmup_steps)
+            group["lr"] = warmup_cosine_lr(step, config.learning_rate, total_steps, config.warmup_steps)
         frames, labels = next(batches)
         logits = model(model.prepare(frames))
         loss = sum(F.cross_entropy(logits[name], labels[name].to(device)) for name in names)
@@ -571,13 +622,15 @@ def train_toy_evaluator(
         loss.backward()
         optimizer.step()
         recent = (recent + [loss.item()])[-50:]
-        if log is not None and (step + 1) % 100 == 0:
-            log(f"evaluator step {step + 1}/{config.steps}  loss {np.mean(recent):.3f}  {time.perf_counter() - started:.0f}s", flush=True)
+        step += 1
+        if log is not None and step % 100 == 0:
+            log(f"evaluator step {step}/{total_steps}  loss {np.mean(recent):.3f}  {time.perf_counter() - started:.0f}s", flush=True)
     del batches  # stops the workers
     train_seconds = time.perf_counter() - started
     model.eval()
     record = {
         "training": asdict(config),
+        "steps_trained": total_steps,
         "train_seconds": train_seconds,
         "final_loss": float(np.mean(recent)),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -616,11 +669,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=EvaluatorTraining.learning_rate, help="peak learning rate")
     parser.add_argument("--core-fraction", type=float, default=EvaluatorTraining.core_fraction,
                         help="share of training clips from the core vocabulary (default 0)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="time budget: after the warm-up, cut the steps to what fits (default: train all --steps)")
+    parser.add_argument("--appearance-channels", default=",".join(map(str, ToyEvaluatorConfig.appearance_channels)),
+                        help="widths of the per-frame appearance trunk's blocks, comma-separated; 'none' for no such trunk "
+                             "(default %(default)s)")
     args = parser.parse_args(argv)
+    try:
+        appearance = () if args.appearance_channels.strip().lower() == "none" else tuple(int(c) for c in args.appearance_channels.split(","))
+    except ValueError:
+        parser.error(f"--appearance-channels takes comma-separated integers or 'none', got {args.appearance_channels!r}")
     training = EvaluatorTraining(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                                  device=args.device, workers=args.workers, init=args.init, learning_rate=args.lr,
-                                 core_fraction=args.core_fraction)
-    model, record = train_toy_evaluator(training)
+                                 core_fraction=args.core_fraction, max_minutes=args.max_minutes)
+    model, record = train_toy_evaluator(training, ToyEvaluatorConfig(appearance_channels=appearance))
     save_toy_evaluator(model, Path(args.out), record)
     print(f"saved {args.out}: {record['parameters'] / 1e3:.0f} K parameters, trained {record['train_seconds'] / 60:.1f} min")
     for kind, accuracies in record["held_out_accuracy"].items():
