@@ -20,11 +20,17 @@ appearance trunk reads everything from the motion trunk).
 It is trained on rendered toy clips of the training world, 30 % of them degraded (blur, noise,
 compression, frame drops, flicker) so that imperfect generated videos are still read.
 
-Reproduce the shipped evaluator (two runs on the shared 2-core CPU, 43 + 38 minutes; its training.json
-records both):
-    python -m hummingbird_t2v.toyworld.evaluator --steps 1800 --out RUN1
-    python -m hummingbird_t2v.toyworld.evaluator --init RUN1 --steps 1500 --lr 1e-3 --seed 1 --threads 1 --workers 1 \
+Reproduce the shipped evaluator: its motion trunk is the previous evaluator's (two runs on the
+shared 2-core CPU, 43 + 38 minutes), its appearance trunk trained 561 steps on one NVIDIA H200 with
+half its clips from the core vocabulary (79 s); training.json records all three runs:
+    python -m hummingbird_t2v.toyworld.evaluator --appearance-channels none --steps 1800 --out RUN1
+    python -m hummingbird_t2v.toyworld.evaluator --init RUN1 --steps 1500 --lr 1e-3 --seed 1 --threads 1 --workers 1 --out RUN2
+    python -m hummingbird_t2v.toyworld.evaluator --device cuda --workers 12 --batch-size 64 --steps 561 \
+        --core-fraction 0.5 --out RUN3   # the run itself: --steps 4000 --max-minutes 1.583, cut to 561
+    python -m hummingbird_t2v.toyworld.evaluator --init RUN3 --motion-trunk-from RUN2 --steps 0 \
         --out src/hummingbird_t2v/assets/toy/evaluator
+(Adding `--motion-trunk-from RUN2` to the third command trains the appearance trunk alone and makes
+the fourth unnecessary: the two trunks share no weights and no loss term, so only random draws differ.)
 """
 
 from __future__ import annotations
@@ -556,6 +562,9 @@ class EvaluatorTraining:
     device: str = "cpu"
     workers: int = 0  # DataLoader processes rendering clips (0: in the training process)
     init: str | None = None  # an evaluator folder to continue from (None: from scratch)
+    # An evaluator folder whose motion trunk (and the heads it feeds) is copied in and kept frozen,
+    # so that only the appearance trunk trains (the two share no weights and no loss term).
+    motion_trunk_from: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.core_fraction <= 1.0:
@@ -587,6 +596,27 @@ class _TrainingClips(torch.utils.data.IterableDataset):
             yield torch.from_numpy(np.stack([clip.frames for clip in clips])), label_tensor([clip.attributes for clip in clips], self.names)
 
 
+def adopt_motion_trunk(model: ToyVideoClassifier, source: ToyVideoClassifier) -> list[str]:
+    """Copy `source`'s motion trunk and the heads it feeds (the attributes `model` does not read
+    from its appearance trunk) into `model`, frozen; returns those attributes."""
+    mine, theirs = model.config, source.config
+    layout = ("num_frames", "height", "width", "stem_channels", "stage_channels", "temporal_strides")
+    differ = [key for key in layout if getattr(mine, key) != getattr(theirs, key)]
+    if differ:
+        raise ConfigError(f"the motion trunk to adopt has another layout ({', '.join(differ)} differ); "
+                          "adopt one from an evaluator with the same motion-trunk config")
+    adopted = [name for name in mine.attributes if not mine.reads_appearance(name)]
+    unread = [name for name in adopted if name not in source.heads or theirs.reads_appearance(name)]
+    if unread:
+        raise ConfigError(f"the evaluator to adopt the motion trunk from does not read {unread} from it")
+    model.features.load_state_dict(source.features.state_dict())
+    for name in adopted:
+        model.heads[name].load_state_dict(source.heads[name].state_dict())
+    for module in (model.features, *(model.heads[name] for name in adopted)):
+        module.requires_grad_(False)
+    return adopted
+
+
 def train_toy_evaluator(
     config: EvaluatorTraining | None = None,
     model_config: ToyEvaluatorConfig | None = None,
@@ -600,7 +630,10 @@ def train_toy_evaluator(
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     model = (load_toy_evaluator(Path(config.init)) if config.init else ToyVideoClassifier(model_config)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    if config.motion_trunk_from:
+        adopt_motion_trunk(model, load_toy_evaluator(Path(config.motion_trunk_from), device=device))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay) if trainable else None
     names = model.config.attributes
     # Rendering is plain Python: on a GPU host, workers keep the device fed.
     batches = iter(torch.utils.data.DataLoader(_TrainingClips(config, names), batch_size=None, num_workers=config.workers))
@@ -608,6 +641,8 @@ def train_toy_evaluator(
     recent: list[float] = []
     total_steps = config.steps
     model.train()
+    if config.motion_trunk_from:
+        model.features.eval()  # frozen: its batch-norm statistics stay as adopted
     step = 0
     while step < total_steps:
         if config.max_minutes is not None and step == config.warmup_steps:
@@ -618,6 +653,8 @@ def train_toy_evaluator(
         frames, labels = next(batches)
         logits = model(model.prepare(frames))
         loss = sum(F.cross_entropy(logits[name], labels[name].to(device)) for name in names)
+        if optimizer is None:
+            raise ConfigError("nothing to train: every part of the evaluator is frozen; train 0 steps or adopt less")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -632,10 +669,14 @@ def train_toy_evaluator(
         "training": asdict(config),
         "steps_trained": total_steps,
         "train_seconds": train_seconds,
-        "final_loss": float(np.mean(recent)),
+        "final_loss": float(np.mean(recent)) if recent else None,
         "parameters": sum(p.numel() for p in model.parameters()),
         "held_out_accuracy": held_out_accuracy(model),
     }
+    # The records of the evaluators this one came from, so that its training.json tells its whole history.
+    for key, folder in (("continued_from", config.init), ("motion_trunk_adopted_from", config.motion_trunk_from)):
+        if folder and (Path(folder) / TRAINING_RECORD).is_file():
+            record[key] = read_json(Path(folder) / TRAINING_RECORD)
     return model.cpu(), record
 
 
@@ -669,6 +710,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=EvaluatorTraining.learning_rate, help="peak learning rate")
     parser.add_argument("--core-fraction", type=float, default=EvaluatorTraining.core_fraction,
                         help="share of training clips from the core vocabulary (default 0)")
+    parser.add_argument("--motion-trunk-from", default=None,
+                        help="evaluator folder whose motion trunk (motion, camera, background) is copied in and frozen")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="time budget: after the warm-up, cut the steps to what fits (default: train all --steps)")
     parser.add_argument("--appearance-channels", default=",".join(map(str, ToyEvaluatorConfig.appearance_channels)),
@@ -681,7 +724,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--appearance-channels takes comma-separated integers or 'none', got {args.appearance_channels!r}")
     training = EvaluatorTraining(steps=args.steps, batch_size=args.batch_size, seed=args.seed, threads=args.threads,
                                  device=args.device, workers=args.workers, init=args.init, learning_rate=args.lr,
-                                 core_fraction=args.core_fraction, max_minutes=args.max_minutes)
+                                 core_fraction=args.core_fraction, max_minutes=args.max_minutes,
+                                 motion_trunk_from=args.motion_trunk_from)
     model, record = train_toy_evaluator(training, ToyEvaluatorConfig(appearance_channels=appearance))
     save_toy_evaluator(model, Path(args.out), record)
     print(f"saved {args.out}: {record['parameters'] / 1e3:.0f} K parameters, trained {record['train_seconds'] / 60:.1f} min")
