@@ -346,3 +346,8 @@ def test_an_adopted_motion_trunk_is_copied_frozen_and_only_the_appearance_trunk_
     assert record["motion_trunk_adopted_from"]["note"] == "the source"
     with pytest.raises(ConfigError, match="another layout"):
         evaluator_module.adopt_motion_trunk(ToyVideoClassifier(ToyEvaluatorConfig(stem_channels=16, appearance_channels=(8, 8))), source)
+    single_trunk = ToyEvaluatorConfig(stem_channels=8, stage_channels=(8, 8, 8), appearance_channels=())
+    save_toy_evaluator(ToyVideoClassifier(single_trunk), tmp_path / "single", {})
+    with pytest.raises(ConfigError, match="nothing to train"):
+        train_toy_evaluator(EvaluatorTraining(steps=1, batch_size=2, threads=1, motion_trunk_from=str(tmp_path / "single")),
+                            single_trunk, log=None)

@@ -551,7 +551,7 @@ class EvaluatorTraining:
     degraded_fraction: float = 0.3
     # Share of clips drawn from the core vocabulary (one medium or large object, solid background,
     # still camera) instead of the whole toy world; 1.0 trains an evaluator for core models only.
-    # docs/toy-components.md has what it did (it did not fix shape).
+    # docs/toy-components.md has what it did (0.5 let the appearance trunk learn shape).
     core_fraction: float = 0.0
     # A time budget: after the warm-up, the step count is cut to what fits (the cosine schedule
     # follows the new count). None: train all `steps`.
@@ -633,6 +633,8 @@ def train_toy_evaluator(
     if config.motion_trunk_from:
         adopt_motion_trunk(model, load_toy_evaluator(Path(config.motion_trunk_from), device=device))
     trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable and config.steps > 0:
+        raise ConfigError("nothing to train: the adopted motion trunk is the whole evaluator; train 0 steps or add an appearance trunk")
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay) if trainable else None
     names = model.config.attributes
     # Rendering is plain Python: on a GPU host, workers keep the device fed.
@@ -653,8 +655,6 @@ def train_toy_evaluator(
         frames, labels = next(batches)
         logits = model(model.prepare(frames))
         loss = sum(F.cross_entropy(logits[name], labels[name].to(device)) for name in names)
-        if optimizer is None:
-            raise ConfigError("nothing to train: every part of the evaluator is frozen; train 0 steps or adopt less")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
