@@ -647,7 +647,7 @@ def train_toy_evaluator(
         model.features.eval()  # frozen: its batch-norm statistics stay as adopted
     step = 0
     while step < total_steps:
-        if config.max_minutes is not None and step == config.warmup_steps:
+        if config.max_minutes is not None and step == max(config.warmup_steps, 1):  # measured over at least one step
             seconds_per_step = (time.perf_counter() - started) / max(step, 1)
             total_steps = max(step + 1, min(total_steps, int(config.max_minutes * 60 / seconds_per_step)))
         for group in optimizer.param_groups:
