@@ -53,7 +53,8 @@ if [ -n "${TEACHER_INIT:-}" ]; then
   fi
 fi
 # Batches sized for a GPU (the configs' batches are sized for 2 CPU cores); learning rates as configured.
-[ "$wall" -gt 0 ] && timeout "$wall" python3 -m hummingbird_t2v.cli toyworld recipe -o "$run" --minutes "$minutes" \
+if [ "$wall" -gt 0 ]; then
+timeout "$wall" python3 -m hummingbird_t2v.cli toyworld recipe -o "$run" --minutes "$minutes" \
   --set all:data.num_workers=6 --set all:logging.tensorboard=false \
   --set teacher:data.batch_size=32 --set teacher:sample.every=0 --set teacher:checkpoint.every=1000 \
   --set distill-paper:data.batch_size=32 --set distill-importance:data.batch_size=32 \
@@ -62,6 +63,7 @@ fi
   --set consistency:sample.every=0 --set consistency-reward:sample.every=0 \
   --n 200 --eval-batch-size 50 ${RECIPE_ARGS:-} 2>&1 | tee -a "$out/recipe.log"
 echo "recipe exit ${PIPESTATUS[0]}" >> "$out/recipe.log"
+fi
 # Results and logs (small), then weights: the teacher's model folder and the stage-2 U-Nets (or the
 # stage-1 ones when stage 2 did not finish); students share the teacher's VAE and text encoder.
 (cd "$run" && tar -czf "$out/results.tar.gz" --exclude='checkpoints' --exclude='model' --exclude='.probe-*' \

@@ -107,6 +107,7 @@ __all__ = [
 TOY_EVALUATOR_DIR = ASSET_DIR / "evaluator"
 TRAINING_RECORD = "training.json"
 EVALUATOR_ATTRIBUTES = ("shape", "color", "size", "motion", "camera", "background")
+POOLED_PER_CHANNEL = 6  # what _pool keeps of each channel: global mean and max, 4 quadrant maxima
 
 
 @dataclass(frozen=True)
@@ -145,11 +146,11 @@ class ToyEvaluatorConfig:
     @property
     def pooled_features(self) -> int:
         """Width of the motion-trunk heads' input: global mean and max, plus the max of each frame quadrant."""
-        return self.stage_channels[-1] * (2 + 4)
+        return self.stage_channels[-1] * POOLED_PER_CHANNEL
 
     @property
     def appearance_features(self) -> int:
-        return self.appearance_channels[-1] * (2 + 4) if self.appearance_channels else 0
+        return self.appearance_channels[-1] * POOLED_PER_CHANNEL if self.appearance_channels else 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -648,7 +649,7 @@ def train_toy_evaluator(
     step = 0
     while step < total_steps:
         if config.max_minutes is not None and step == max(config.warmup_steps, 1):  # measured over at least one step
-            seconds_per_step = (time.perf_counter() - started) / max(step, 1)
+            seconds_per_step = (time.perf_counter() - started) / step
             total_steps = max(step + 1, min(total_steps, int(config.max_minutes * 60 / seconds_per_step)))
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine_lr(step, config.learning_rate, total_steps, config.warmup_steps)
