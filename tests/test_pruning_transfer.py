@@ -72,6 +72,16 @@ def test_student_dtype_follows_the_teacher_and_without_projection_nothing_is_fre
     assert not student.unet.training
 
 
+def test_a_teacher_frame_position_embedding_is_copied_by_name():
+    config = get_unet_preset("tiny-vc2").replace(frame_position_embedding=True)
+    torch.manual_seed(0)
+    teacher_state = UNet3D(config).state_dict()
+    student = prune_unet(teacher_state, config, paper_layout("hb-0.7b").replace(time_cond_proj_dim=None))
+    assert student.unet.config.frame_position_embedding and student.fresh_keys == []
+    for key in ("frame_embedding.0.weight", "frame_embedding.2.bias"):
+        assert student.sources[key] == key
+        assert torch.equal(student.unet.state_dict()[key], teacher_state[key])
+
 def test_a_teacher_state_dict_that_does_not_fit_its_config_is_refused():
     teacher_state = UNet3D(get_unet_preset("tiny-vc2")).state_dict()
     del teacher_state["out.2.bias"]

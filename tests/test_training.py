@@ -454,6 +454,26 @@ def test_components_must_fit_each_other():
         build_from_spec(ComponentSpec(path="/no/such/folder"), "vae")
 
 
+def test_a_loaded_unet_can_gain_a_frame_position_embedding_and_nothing_else(tmp_path):
+    from hummingbird_t2v.checkpoints.folder import save_component
+
+    unet = build_from_spec(ComponentSpec(preset="tiny-vc2"), "unet")
+    save_component(tmp_path / "unet", unet, unet.config.to_dict())
+    spec = ComponentSpec(path=str(tmp_path / "unet"), config={"frame_position_embedding": True})
+    extended = build_from_spec(spec, "unet")
+    assert extended.config.frame_position_embedding
+    loaded = extended.state_dict()
+    for name, tensor in unet.state_dict().items():
+        assert torch.equal(loaded[name], tensor), name
+    assert not any(extended.frame_embedding[2].weight.flatten())  # starts as the identity
+    with pytest.raises(ConfigError, match="may only switch on \\['frame_position_embedding'\\]"):
+        build_from_spec(ComponentSpec(path=str(tmp_path / "unet"), config={"model_channels": 64}), "unet")
+    with pytest.raises(ConfigError, match="true or false"):
+        build_from_spec(ComponentSpec(path=str(tmp_path / "unet"), config={"frame_position_embedding": "yes"}), "unet")
+    with pytest.raises(ConfigError, match="preset/config"):
+        build_from_spec(ComponentSpec(path=str(tmp_path / "unet"), config={"width": 8}), "vae")
+
+
 # ----------------------------------------------------------------------------- a short run end to end
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hummingbird_t2v.errors import ConfigError
-from hummingbird_t2v.models.unet import UNet3D, count_parameters
+from hummingbird_t2v.models.unet import UNet3D, add_frame_position_embedding, count_parameters
 from hummingbird_t2v.models.unet_config import UNET_PRESETS, UNetConfig, get_unet_preset
 
 FULL_SIZE = {
@@ -100,10 +100,10 @@ def test_students_differ_from_teacher_only_where_the_spec_says():
 # ------------------------------------------------------------------------------------------------ forward
 
 
-def _randomised(preset: str, seed: int = 0) -> UNet3D:
+def _randomised(preset: str | UNetConfig, seed: int = 0) -> UNet3D:
     """Tiny model with every weight non-zero (the zero-initialised output layers would hide bugs)."""
     torch.manual_seed(seed)
-    model = UNet3D(get_unet_preset(preset)).eval()
+    model = UNet3D(get_unet_preset(preset) if isinstance(preset, str) else preset).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -254,3 +254,50 @@ def test_temporal_conv_dropout_acts_only_in_training_mode():
     assert torch.equal(model(x, t, context, **kw), model(x, t, context, **kw))
     model.train()
     assert not torch.equal(model(x, t, context, **kw), model(x, t, context, **kw))
+
+
+# ------------------------------------------------------------------------------- frame position embedding
+
+
+def test_frame_position_embedding_is_off_in_every_released_structure():
+    assert not any(config.frame_position_embedding for config in UNET_PRESETS.values())
+    assert "frame_embedding.0.weight" not in UNet3D(get_unet_preset("tiny-vc2")).state_dict()
+
+
+@torch.no_grad()
+def test_added_frame_position_embedding_starts_as_the_identity_and_shares_the_weights():
+    base = _randomised("tiny-vc2")
+    extended = add_frame_position_embedding(base)
+    assert extended.config.frame_position_embedding and not base.config.frame_position_embedding
+    assert {k for k in extended.state_dict()} - set(base.state_dict()) == {
+        f"frame_embedding.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")
+    }
+    assert extended.input_blocks[0][0].weight.data_ptr() == base.input_blocks[0][0].weight.data_ptr()  # shared storage
+    x, t, context, _ = _inputs(guidance=False)
+    torch.testing.assert_close(extended(x, t, context), base(x, t, context), atol=0, rtol=0)
+    with pytest.raises(ConfigError, match="already has"):
+        add_frame_position_embedding(extended)
+
+
+@torch.no_grad()
+def test_trained_frame_position_embedding_tells_the_frames_apart_per_sample():
+    """Each sample's frame f gets the embedding of index f: two copies of one sample in a batch give the
+    same output as the sample alone, and the embedding changes the output."""
+    model = _randomised(get_unet_preset("tiny-vc2").replace(frame_position_embedding=True))
+    x, t, context, _ = _inputs(batch=1, frames=4, guidance=False)
+    single = model(x, t, context)
+    with torch.no_grad():
+        model.frame_embedding[2].weight.zero_()
+        model.frame_embedding[2].bias.zero_()
+    assert not torch.allclose(single, model(x, t, context), atol=1e-4)
+    model = _randomised(get_unet_preset("tiny-vc2").replace(frame_position_embedding=True))
+    pair = model(x.repeat(2, 1, 1, 1, 1), t.repeat(2), context.repeat(2, 1, 1))
+    torch.testing.assert_close(pair[:1], single, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pair[1:], single, atol=1e-5, rtol=1e-5)
+
+
+def test_a_frame_position_embedding_learns_from_its_zero_start():
+    model = add_frame_position_embedding(_randomised("tiny-vc2"))
+    x, t, context, _ = _inputs(guidance=False)
+    model(x, t, context).square().mean().backward()
+    assert model.frame_embedding[2].weight.grad.abs().sum() > 0

@@ -27,6 +27,7 @@ _BARE_UNET_ROOTS = frozenset(
         "time_embed",
         "fps_embedding",
         "time_cond_proj",
+        "frame_embedding",
         "input_blocks",
         "init_attn",
         "middle_block",

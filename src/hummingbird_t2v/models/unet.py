@@ -55,6 +55,7 @@ class UNet3D(nn.Module):
         self.time_cond_proj = (
             nn.Linear(c.time_cond_proj_dim, c.model_channels, bias=False) if c.time_cond_proj_dim else None
         )
+        self.frame_embedding = _zero_output(embedding_mlp(c.model_channels, emb_dim)) if c.frame_position_embedding else None
 
         self.input_blocks = nn.ModuleList([UNetStage([nn.Conv2d(c.in_channels, c.model_channels, 3, padding=1)])])
         skip_widths = [c.model_channels]
@@ -143,11 +144,16 @@ class UNet3D(nn.Module):
         Returns a tensor shaped like `x`, in `x`'s dtype.
         """
         self._check_inputs(x, context, timestep_cond)
+        c = self.config
         b, _, frames, _, _ = x.shape
         dtype = self.out[-1].weight.dtype
-        emb = self._embedding(b, x.device, dtype, timesteps, fps, timestep_cond)
+        emb = self._embedding(b, x.device, dtype, timesteps, fps, timestep_cond).repeat_interleave(frames, dim=0)
+        if self.frame_embedding is not None:
+            # Rows are sample-major (b*t): the per-frame table repeats once per sample.
+            index = timestep_sinusoid(torch.arange(frames, device=x.device), c.model_channels).to(dtype)
+            emb = emb + self.frame_embedding(index).repeat(b, 1)
         cond = FrameConditioning(
-            emb=emb.repeat_interleave(frames, dim=0),
+            emb=emb,
             context=context.to(dtype).repeat_interleave(frames, dim=0),
             num_frames=frames,
         )
@@ -222,6 +228,33 @@ class UNet3D(nn.Module):
             raise ConfigError(
                 f"timestep_cond must be (batch={x.shape[0]}, {c.time_cond_proj_dim}), got {tuple(timestep_cond.shape)}"
             )
+
+
+def _zero_output(mlp: nn.Sequential) -> nn.Sequential:
+    """An embedding MLP whose output starts at zero, so that adding it changes nothing at first."""
+    nn.init.zeros_(mlp[-1].weight)
+    nn.init.zeros_(mlp[-1].bias)
+    return mlp
+
+
+def add_frame_position_embedding(unet: UNet3D) -> UNet3D:
+    """``unet`` with a new, zero-initialised frame position embedding: the same function until trained.
+
+    The other weights are shared with ``unet``, not copied.
+    """
+    if unet.config.frame_position_embedding:
+        raise ConfigError("this U-Net already has a frame position embedding")
+    weight = next(unet.parameters())
+    with torch.device("meta"):
+        extended = UNet3D(unet.config.replace(frame_position_embedding=True))
+    extended.frame_embedding = _zero_output(embedding_mlp(unet.config.model_channels, unet.config.time_embed_dim)).to(
+        device=weight.device, dtype=weight.dtype
+    )
+    missing, unexpected = extended.load_state_dict(unet.state_dict(), strict=False, assign=True)
+    if sorted(missing) != sorted(k for k in extended.state_dict() if k.startswith("frame_embedding.")) or unexpected:
+        raise ConfigError(f"cannot add a frame position embedding to this U-Net: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    extended.train(unet.training)
+    return extended
 
 
 def _per_sample(value: Tensor | int | float, batch: int, device: torch.device, name: str) -> Tensor:

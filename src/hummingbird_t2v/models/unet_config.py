@@ -40,6 +40,11 @@ class UNetConfig:
     # Width of the guidance-scale embedding the students add to the timestep sinusoid (256), or None.
     time_cond_proj_dim: int | None = None
     fps_cond: bool = True
+    # Not in VideoCrafter2 (whose frames are ordered only by the temporal convs): an MLP of each
+    # frame's index sinusoid added to that frame's embedding, so every block knows which frame it
+    # is drawing. Zero-initialised, so adding it to a trained U-Net changes nothing until trained
+    # (`add_frame_position_embedding`). The toy model's option for learning motion direction.
+    frame_position_embedding: bool = False
     # fps used when the caller passes none (the official forward's default).
     default_fps: int = 16
     # Dropout inside every ResBlock (before its second conv).

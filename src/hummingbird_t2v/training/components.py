@@ -33,7 +33,7 @@ from hummingbird_t2v.checkpoints.formats import read_checkpoint
 from hummingbird_t2v.checkpoints.unet_keys import infer_unet_config, match_unet_preset
 from hummingbird_t2v.errors import CheckpointError, ConfigError
 from hummingbird_t2v.models.registry import COMPONENT_CLASSES, build_component
-from hummingbird_t2v.models.unet import UNet3D
+from hummingbird_t2v.models.unet import UNet3D, add_frame_position_embedding
 from hummingbird_t2v.models.unet_config import UNetConfig, get_unet_preset
 from hummingbird_t2v.training.config import ComponentSpec, ModelConfig
 
@@ -73,6 +73,22 @@ def _preset_config(class_name: str, preset: str) -> dict[str, Any]:
     return preset_fn(preset).to_dict()
 
 
+# Config fields that may be switched on for a component loaded from a path: each adds a module that
+# starts as the identity, so the loaded weights keep computing what they did.
+ADDABLE_WITH_PATH = {"unet": {"frame_position_embedding"}}
+
+
+def _with_additions(unet: nn.Module, changes: dict[str, Any]) -> nn.Module:
+    wanted = changes["frame_position_embedding"]
+    if not isinstance(wanted, bool):
+        raise ConfigError(f"model.unet.config.frame_position_embedding must be true or false, got {wanted!r}")
+    if wanted and not unet.config.frame_position_embedding:
+        return add_frame_position_embedding(unet)
+    if not wanted and unet.config.frame_position_embedding:
+        raise ConfigError("model.unet.config.frame_position_embedding=false cannot remove the embedding a loaded U-Net has")
+    return unet
+
+
 def _folder_for(path: Path, role: str) -> tuple[Path, str | None]:
     """(component folder, class name from model_index.json or None) for a model or component folder."""
     if (path / INDEX_NAME).is_file():
@@ -92,10 +108,13 @@ def build_from_spec(spec: ComponentSpec, role: str) -> nn.Module:
         path = Path(spec.path).expanduser()
         if not path.exists():
             raise ConfigError(f"model.{role}.path {path} does not exist; point it at a model or component folder")
-        if spec.preset or spec.config:
+        if spec.preset or set(spec.config) - ADDABLE_WITH_PATH.get(role, set()):
             raise ConfigError(
-                f"model.{role}: give either path (load weights) or preset/config (build afresh), not both"
+                f"model.{role}: give either path (load weights) or preset/config (build afresh), not both "
+                f"(with a path, config may only switch on {sorted(ADDABLE_WITH_PATH.get(role, ())) or 'nothing'})"
             )
+        if spec.config:
+            return _with_additions(build_from_spec(ComponentSpec(path=spec.path, class_name=spec.class_name), role), spec.config)
         if path.is_file():
             if role != "unet" or (spec.class_name or "UNet3D") != "UNet3D":
                 raise ConfigError(
