@@ -8,7 +8,8 @@
 #   TEACHER_INIT=src/hummingbird_t2v/assets/toy/model TEACHER_INIT_STEPS=700 bash scripts/gpu_toy_recipe.sh ...
 #     # first train that teacher on (core vocabulary, configs/toy_teacher_core.yaml with per-frame offset
 #     # noise), score it (its videos saved to runs/toy-gpu/teacher_continued.npz), then the recipe's students
-#     # from it on the core vocabulary
+#     # from it on the core vocabulary; TEACHER_INIT_SETS adds --set arguments to that training, e.g.
+#     # TEACHER_INIT_SETS="--set model.unet.config.frame_position_embedding=true" (docs/models.md)
 # Trains the teacher, prunes, distils (stage 1, two layouts) and consistency-distils (stage 2, with
 # and without the toy reward), evaluates every model with the shipped toy evaluator, then packs the
 # results and the model weights into OUT_DIR (split into parts under 15 MiB: cat
@@ -42,7 +43,7 @@ if [ -n "${TEACHER_INIT:-}" ]; then
     --output "$run/teacher-continued" --set model.unet.path="$TEACHER_INIT" --set objective.frame_offset_noise=0.25 \
     --set run.max_steps="${TEACHER_INIT_STEPS:-700}" --set optim.lr="${TEACHER_INIT_LR:-3e-4}" --set data.batch_size=32 \
     --set data.num_workers=6 --set sample.every=0 --set logging.tensorboard=false --set checkpoint.every=250 \
-    --set run.device="$device" 2>&1 | tee -a "$out/recipe.log"
+    --set run.device="$device" ${TEACHER_INIT_SETS:-} 2>&1 | tee -a "$out/recipe.log"
   if [ -f "$run/teacher-continued/model/model_index.json" ]; then
     timeout "${TEACHER_EVAL_SECONDS:-90}" python3 -m hummingbird_t2v.cli toyworld eval --model "$run/teacher-continued/model" \
       --n "${TEACHER_EVAL_N:-96}" --batch-size 96 --device "$device" --save-videos "$run/teacher_continued.npz" \
