@@ -24,9 +24,11 @@ from hummingbird_t2v.toyworld.evaluator import (
     ToyEvaluatorConfig,
     ToyVideoClassifier,
     accuracy_by_attribute,
+    confusion_counts,
     eval_scenes,
     evaluate_pipeline,
     evaluate_videos,
+    format_confusion,
     format_eval_table,
     load_eval_videos,
     load_toy_evaluator,
@@ -245,6 +247,19 @@ def test_eval_needs_a_model_or_real():
             args.func(args)
 
 
+def test_confusion_counts_asked_against_read():
+    predictions = [{"motion": "left"}, {"motion": "right"}, {"motion": "left"}, {"motion": "still"}]
+    attributes = [{"motion": "left"}, {"motion": "left"}, {"motion": "right"}, {"motion": "still"}]
+    counts = confusion_counts(predictions, attributes, "motion")
+    assert counts == {"left": {"left": 1, "right": 1}, "right": {"left": 1}, "still": {"still": 1}}
+    lines = format_confusion(counts, "motion").splitlines()
+    assert lines[0].split()[-4:] == ["still", "left", "right", "correct"]  # read values in class order
+    assert lines[1].split() == ["still", "1", "0", "0", "1/1"]
+    assert lines[2].split() == ["left", "0", "1", "1", "1/2"]
+    with pytest.raises(ConfigError, match="reads no attribute 'shape2'"):
+        confusion_counts(predictions, attributes, "shape2")
+
+
 def test_a_damaged_saved_videos_file_is_refused(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip file")
     np.savez(tmp_path / "other.npz", frames=np.zeros(3))
@@ -317,9 +332,13 @@ def test_eval_generates_from_a_model_folder_end_to_end(tmp_path, capsys):
     saved = load_eval_videos(saved_file)
     assert saved.videos.shape == (3, 4, 32, 32, 3) and saved.videos.dtype == np.uint8
     assert saved.vocabulary == VOCABULARY_PRESETS["core"] and saved.prompts == eval_scenes(3, vocabulary="core")[1]
-    rescore = _parse(["eval", "--videos", str(saved_file), "--json", str(tmp_path / "rescored.json")])
+    rescore = _parse(["eval", "--videos", str(saved_file), "--json", str(tmp_path / "rescored.json"), "--confusion", "motion"])
     assert rescore.func(rescore) == 0
-    assert "tiny (n=3)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "tiny (n=3)" in out and "motion: asked \\ read" in out
+    confusion = json.loads((tmp_path / "rescored.json").read_text())["confusion"]["motion"]
+    asked = [a["motion"] for a in saved.attributes]
+    assert {value: sum(row.values()) for value, row in confusion.items()} == {v: asked.count(v) for v in set(asked)}
     first, again = (json.loads((tmp_path / name).read_text())["results"] for name in ("generated.json", "rescored.json"))
     assert [r["accuracy"] for r in again] == [r["accuracy"] for r in first]
     assert again[1]["temporal_flickering"] == pytest.approx(first[1]["temporal_flickering"])

@@ -4,6 +4,7 @@
     hummingbird toyworld eval --real --n 200     # the evaluator on real clips alone
     hummingbird toyworld eval --model MODEL_FOLDER --n 200 --save-videos runs/videos.npz
     hummingbird toyworld eval --videos runs/videos.npz --evaluator OTHER_EVALUATOR   # no generation
+    hummingbird toyworld eval --videos runs/videos.npz --confusion motion   # asked against read, per value
 
 Prompts come from the evaluation world (seed 2 by default), whose scenes no shipped component was
 trained on, drawn from the vocabulary the model was trained on (recorded in its folder; --vocabulary
@@ -28,7 +29,9 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from hummingbird_t2v.toyworld.evaluator import (
+        confusion_counts,
         evaluate_real_clips,
+        format_confusion,
         format_eval_table,
         load_eval_videos,
         load_toy_evaluator,
@@ -43,7 +46,10 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--save-videos FILE.npz stores the videos --model generates; name an .npz file and a --model")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.confusion is not None and args.model is None and args.videos is None:
+        raise ConfigError("--confusion tabulates generated or saved videos: give --model or --videos")
     evaluator = load_toy_evaluator(args.evaluator) if args.evaluator else load_toy_evaluator()
+    saved = None
     if args.videos is not None:
         saved = load_eval_videos(args.videos)
         results = [
@@ -59,19 +65,25 @@ def run_eval(args: argparse.Namespace) -> int:
             vocabulary = model_toy_vocabulary(args.model)
         results = [evaluate_real_clips(args.n, world_seed=args.world_seed, vocabulary=vocabulary, evaluator=evaluator)]
         if args.model is not None:
-            results.append(_generate_and_score(args, vocabulary, evaluator))
+            result, saved = _generate_and_score(args, vocabulary, evaluator)
+            results.append(result)
         described = args.vocabulary or ("the model's" if vocabulary is not None else "full")
         heading = f"evaluation world seed {args.world_seed}, {described} vocabulary, {args.captions} captions"
     print(f"toy evaluator, {heading}")
     print(format_eval_table(results))
+    record: dict[str, Any] = {"results": [asdict(result) for result in results], "arguments": _arguments(args)}
+    if args.confusion is not None:
+        counts = confusion_counts(evaluator.predict(saved.videos), saved.attributes, args.confusion)
+        print(f"\n{format_confusion(counts, args.confusion)}")
+        record["confusion"] = {args.confusion: counts}
     if args.json:
         from hummingbird_t2v.checkpoints.folder import write_json
 
-        write_json(Path(args.json), {"results": [asdict(result) for result in results], "arguments": _arguments(args)})
+        write_json(Path(args.json), record)
     return 0
 
 
-def _generate_and_score(args: argparse.Namespace, vocabulary: Any, evaluator: Any) -> Any:
+def _generate_and_score(args: argparse.Namespace, vocabulary: Any, evaluator: Any) -> tuple[Any, Any]:
     from tqdm import tqdm
 
     from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
@@ -98,7 +110,7 @@ def _generate_and_score(args: argparse.Namespace, vocabulary: Any, evaluator: An
         )
     if args.save_videos is not None:
         print(f"saved the {len(saved.videos)} videos to {save_eval_videos(args.save_videos, saved)}")
-    return result
+    return result, saved
 
 
 def _arguments(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,4 +145,7 @@ def add_eval_parser(commands: Any) -> None:
     parser.add_argument("--videos", default=None, metavar="FILE.npz",
                         help="score videos stored with --save-videos (e.g. with another --evaluator) instead of generating")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--confusion", default=None, metavar="ATTRIBUTE",
+                        help="also print, for the generated or saved videos, which value of this attribute (e.g. motion) "
+                             "was asked and which the evaluator read")
     parser.set_defaults(func=run_eval)

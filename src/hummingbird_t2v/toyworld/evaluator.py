@@ -89,11 +89,13 @@ __all__ = [
     "ToyVideoClassifier",
     "accuracy_by_attribute",
     "chance_accuracy",
+    "confusion_counts",
     "eval_scenes",
     "evaluate_pipeline",
     "evaluate_pipeline_videos",
     "evaluate_real_clips",
     "evaluate_videos",
+    "format_confusion",
     "format_eval_table",
     "generate_eval_videos",
     "load_eval_videos",
@@ -272,6 +274,39 @@ def accuracy_by_attribute(predictions: Sequence[Mapping[str, str]], attributes: 
         name: float(np.mean([(str(truth.get(name, "")) or "none") == guess[name] for guess, truth in zip(predictions, attributes, strict=True)]))
         for name in names
     }
+
+
+def confusion_counts(
+    predictions: Sequence[Mapping[str, str]], attributes: Sequence[Mapping[str, Any]], name: str
+) -> dict[str, dict[str, int]]:
+    """For one attribute: asked value -> value the evaluator read -> number of videos."""
+    if name not in EVALUATOR_ATTRIBUTES:
+        raise ConfigError(f"the toy evaluator reads no attribute {name!r}; choose one of {list(EVALUATOR_ATTRIBUTES)}")
+    if len(predictions) != len(attributes):
+        raise ConfigError(f"need one ground-truth attribute set per video, got {len(attributes)} for {len(predictions)} videos")
+    counts: dict[str, dict[str, int]] = {}
+    for guess, truth in zip(predictions, attributes, strict=True):
+        asked = str(truth.get(name, "")) or "none"
+        row = counts.setdefault(asked, {})
+        row[guess[name]] = row.get(guess[name], 0) + 1
+    return counts
+
+
+def format_confusion(counts: Mapping[str, Mapping[str, int]], name: str) -> str:
+    """Rows: the asked values; columns: the values read (those that occur), in the class order."""
+    order = ATTRIBUTE_CLASSES[name]
+    asked = [value for value in order if value in counts]
+    read = [value for value in order if any(value in row for row in counts.values())]
+    headers = [f"{name}: asked \\ read", *read, "correct"]
+    rows = []
+    for value in asked:
+        row = counts[value]
+        total = sum(row.values())
+        rows.append([value, *(str(row.get(r, 0)) for r in read), f"{row.get(value, 0)}/{total}"])
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths, strict=True)))
+             for row in [headers, *rows]]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def chance_accuracy(name: str) -> float:
