@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.toyworld.recipe import TRAIN_STAGES, add_recipe_parser
@@ -82,6 +83,12 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     assert set(agreement) == {"teacher, no CFG", "pruned, not distilled, CFG", "stage 1 paper map, no CFG", "stage 1 importance layout, no CFG"}
     table = (out / "results.md").read_text()
     assert table.startswith("| model | U-Net params |") and "stage 2, 8 steps" in table
+    # One guidance, by default the teacher's own: its rows, stage 1's target, the importance analysis.
+    teacher_default = json.loads((out / "teacher" / "model" / "model_index.json").read_text())["defaults"]["guidance_scale"]
+    assert f"CFG {teacher_default:g}" in labels[1]
+    for stage in ("distill-paper", "distill-importance"):
+        assert yaml.safe_load((out / stage / "config.yaml").read_text())["objective"]["guidance_scale"] == teacher_default
+    assert yaml.safe_load((out / "importance.yaml").read_text())["analysis"]["guidance_scale"] == teacher_default
 
     # A rerun resumes: every finished stage is skipped.
     args = _parse([*common, "--n", "1", "--teacher-steps", "1"])
@@ -96,11 +103,14 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     core = tmp_path / "core"
     argv = ["-o", str(core), "--configs", str(CONFIGS), "--teacher", str(given), "--vocabulary", "core",
             "--steps", "distill=1,consistency=1", "--device", "cpu", "--n", "2", "--eval-batch-size", "2", "--teacher-steps", "1",
-            "--agreement-prompts", "1"]
+            "--agreement-prompts", "1", "--teacher-guidance", "2", "--set", "distill-importance:objective.guidance_scale=4"]
     for item in TINY:
         argv += ["--set", item]
     args = _parse(argv)
     assert args.func(args) == 0
+    distilled = {stage: yaml.safe_load((core / stage / "config.yaml").read_text())["objective"]["guidance_scale"]
+                 for stage in ("distill-paper", "distill-importance")}
+    assert distilled == {"distill-paper": 2.0, "distill-importance": 4.0}  # a stage's --set wins
     assert not (core / "teacher").exists()
     summary = json.loads((core / "results.json").read_text())
     assert summary["stages"]["teacher"] == {"given": str(given)}

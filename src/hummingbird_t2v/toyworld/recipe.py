@@ -22,6 +22,11 @@ then every model is scored by the toy evaluator on the same prompts and starting
 (results.json, results.md), with the agreement of the stage-1 students, sampled with DDIM and no
 guidance, with the teacher sampled with classifier-free guidance.
 
+One guidance scale, --teacher-guidance (default: the one the teacher samples with, from its
+model_index.json), is what the teacher rows sample with, what stage 1 distils
+(objective.guidance_scale) and what the importance analysis measures: the paper distils
+VideoCrafter2 at 12, the scale it samples with, and a toy teacher best at 3 is distilled at 3.
+
 With --minutes, each stage first trains a few probe steps to measure its speed on this machine,
 then gets the number of steps that fills its share of the budget. --set STAGE:KEY=VALUE changes one
 stage's config (STAGE all: every stage), e.g. --set all:data.num_workers=4 on a many-core GPU host.
@@ -73,7 +78,10 @@ class RecipeSettings:
     eval_batch_size: int = 50
     teacher_steps: int = 50
     agreement_prompts: int = 64  # prompts of the stage-1-vs-guided-teacher pixel check
-    teacher_guidance: float = 7.5
+    # The guidance the teacher rows sample with and stage 1 distils (objective.guidance_scale) and the
+    # importance analysis measures; None: the teacher's own default (its model_index.json), the way the
+    # paper distils VideoCrafter2 at the scale it samples with (12).
+    teacher_guidance: float | None = None
     device: str = "auto"
     vocabulary: str = "full"  # a toy vocabulary preset: the training clips and evaluation prompts
     teacher: Path | None = None  # a trained teacher model folder: skip the teacher stage
@@ -164,6 +172,15 @@ def _train_stage(settings: RecipeSettings, stage: str, command: str, config: Pat
     return folder / "model"
 
 
+def resolve_teacher_guidance(settings: RecipeSettings, teacher_model: Path) -> float:
+    """--teacher-guidance, or the guidance scale the teacher model folder samples with by default."""
+    if settings.teacher_guidance is not None:
+        return settings.teacher_guidance
+    from hummingbird_t2v.checkpoints.folder import read_json
+
+    return float(read_json(teacher_model / "model_index.json")["defaults"]["guidance_scale"])
+
+
 def _set_args(sets: Sequence[str]) -> list[str]:
     return [arg for item in sets for arg in ("--set", item)]
 
@@ -196,7 +213,7 @@ def _write_calibration(teacher_model: Path, path: Path, vocabulary: str) -> None
     tmp.replace(path)
 
 
-def _prune_stages(settings: RecipeSettings, teacher_model: Path) -> tuple[Path, Path]:
+def _prune_stages(settings: RecipeSettings, teacher_model: Path, guidance: float) -> tuple[Path, Path]:
     """The paper-map student (untrained, for the table) and the importance layout file."""
     paper_layout = settings.config_file("toy_paper_layout.yaml")
     pruned = settings.output / "pruned-paper"
@@ -208,7 +225,8 @@ def _prune_stages(settings: RecipeSettings, teacher_model: Path) -> tuple[Path, 
         calibration = settings.output / "calibration.safetensors"
         _write_calibration(teacher_model, calibration, settings.vocabulary)
         _cli(["prune", "--analyze", "--teacher", str(teacher_model), "--calibration", str(calibration),
-              "--no-guidance-projection", "--device", settings.device, "-o", str(importance), "--overwrite"], "importance")
+              "--guidance-scale", str(guidance), "--no-guidance-projection", "--device", settings.device, "-o", str(importance),
+              "--overwrite"], "importance")
     return pruned / "model" if (pruned / "model").is_dir() else pruned, importance
 
 
@@ -225,11 +243,13 @@ def train_all(settings: RecipeSettings) -> dict[str, Path]:
         models["teacher"] = settings.teacher
     else:
         models["teacher"] = _train_stage(settings, "teacher", "base", settings.config_file("toy_teacher.yaml"), [], budget.get("teacher"))
-    models["pruned-paper"], importance = _prune_stages(settings, models["teacher"])
+    guidance = resolve_teacher_guidance(settings, models["teacher"])
+    models["pruned-paper"], importance = _prune_stages(settings, models["teacher"], guidance)
     distill = settings.config_file("toy_distill.yaml")
     teacher_sets = _model_paths(models["teacher"])
     for stage, layout in (("distill-paper", settings.config_file("toy_paper_layout.yaml")), ("distill-importance", importance)):
-        models[stage] = _train_stage(settings, stage, "distill", distill, [*teacher_sets, f"objective.layout={layout}"], budget.get(stage))
+        sets = [*teacher_sets, f"objective.layout={layout}", f"objective.guidance_scale={guidance}"]
+        models[stage] = _train_stage(settings, stage, "distill", distill, sets, budget.get(stage))
     consistency = settings.config_file("toy_consistency.yaml")
     student = [*teacher_sets, f"objective.student={models['distill-paper']}"]
     models["consistency"] = _train_stage(settings, "consistency", "consistency", consistency, [*student, "objective.rewards=[]"], budget.get("consistency"))
@@ -353,6 +373,7 @@ def run_recipe(settings: RecipeSettings) -> dict[str, Any]:
     settings.output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     models = train_all(settings)
+    settings = dataclasses.replace(settings, teacher_guidance=resolve_teacher_guidance(settings, models["teacher"]))
     trained = time.perf_counter()
     summary = evaluate_all(settings, models)
     summary["seconds"] = {"training": trained - started, "evaluation": time.perf_counter() - trained}
@@ -420,6 +441,7 @@ def _run(args: argparse.Namespace) -> int:
         n=args.n,
         eval_batch_size=args.eval_batch_size,
         teacher_steps=args.teacher_steps,
+        teacher_guidance=args.teacher_guidance,
         agreement_prompts=args.agreement_prompts,
         device=args.device,
         vocabulary=args.vocabulary,
@@ -444,6 +466,9 @@ def add_recipe_parser(commands: Any) -> None:
     parser.add_argument("--n", type=int, default=200, help="evaluation prompts per model (default 200)")
     parser.add_argument("--eval-batch-size", type=int, default=50, help="videos generated at once (default 50)")
     parser.add_argument("--teacher-steps", type=int, default=50, help="DDIM steps of the teacher and stage-1 rows (default 50)")
+    parser.add_argument("--teacher-guidance", type=float, default=None,
+                        help="guidance of the teacher rows, distilled by stage 1 and used by the importance analysis "
+                             "(default: the teacher's own default guidance)")
     parser.add_argument("--agreement-prompts", type=int, default=64,
                         help="prompts of the check that stage 1 without CFG reproduces the teacher with CFG (default 64)")
     parser.add_argument("--device", default="auto", help="device for analysis and evaluation (default auto)")
