@@ -237,24 +237,30 @@ def _zero_output(mlp: nn.Sequential) -> nn.Sequential:
     return mlp
 
 
-def add_frame_position_embedding(unet: UNet3D) -> UNet3D:
-    """``unet`` with a new, zero-initialised frame position embedding: the same function until trained.
+def extend_unet(unet: UNet3D, config: UNetConfig, attribute: str, module: nn.Module, what: str) -> UNet3D:
+    """A U-Net of ``config`` holding ``unet``'s weights (shared, not copied) plus ``module``, new, as ``attribute``.
 
-    The other weights are shared with ``unet``, not copied.
+    ``config`` must differ from ``unet.config`` only by that module; ``what`` names it in the error.
+    The new module moves to ``unet``'s device and dtype and keeps its own initialisation.
     """
-    if unet.config.frame_position_embedding:
-        raise ConfigError("this U-Net already has a frame position embedding")
     weight = next(unet.parameters())
     with torch.device("meta"):
-        extended = UNet3D(unet.config.replace(frame_position_embedding=True))
-    extended.frame_embedding = _zero_output(embedding_mlp(unet.config.model_channels, unet.config.time_embed_dim)).to(
-        device=weight.device, dtype=weight.dtype
-    )
+        extended = UNet3D(config)
+    setattr(extended, attribute, module.to(device=weight.device, dtype=weight.dtype))  # same name: same state-dict place
     missing, unexpected = extended.load_state_dict(unet.state_dict(), strict=False, assign=True)
-    if sorted(missing) != sorted(k for k in extended.state_dict() if k.startswith("frame_embedding.")) or unexpected:
-        raise ConfigError(f"cannot add a frame position embedding to this U-Net: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if sorted(missing) != sorted(k for k in extended.state_dict() if k.startswith(f"{attribute}.")) or unexpected:
+        raise ConfigError(f"cannot add {what} to this U-Net: missing {missing[:5]}, unexpected {unexpected[:5]}")
     extended.train(unet.training)
     return extended
+
+
+def add_frame_position_embedding(unet: UNet3D) -> UNet3D:
+    """``unet`` with a new, zero-initialised frame position embedding: the same function until trained."""
+    if unet.config.frame_position_embedding:
+        raise ConfigError("this U-Net already has a frame position embedding")
+    c = unet.config
+    module = _zero_output(embedding_mlp(c.model_channels, c.time_embed_dim))
+    return extend_unet(unet, c.replace(frame_position_embedding=True), "frame_embedding", module, "a frame position embedding")
 
 
 def _per_sample(value: Tensor | int | float, batch: int, device: torch.device, name: str) -> Tensor:

@@ -79,6 +79,8 @@ ADDABLE_WITH_PATH = {"unet": {"frame_position_embedding"}}
 
 
 def _with_additions(unet: nn.Module, changes: dict[str, Any]) -> nn.Module:
+    if not isinstance(unet, UNet3D):
+        raise ConfigError(f"model.unet.config can switch on frame_position_embedding only for a UNet3D, not a {type(unet).__name__}")
     wanted = changes["frame_position_embedding"]
     if not isinstance(wanted, bool):
         raise ConfigError(f"model.unet.config.frame_position_embedding must be true or false, got {wanted!r}")

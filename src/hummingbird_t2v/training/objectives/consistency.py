@@ -66,7 +66,7 @@ from hummingbird_t2v.diffusion.schedule import (
     scaled_linear_alphas_cumprod,
 )
 from hummingbird_t2v.errors import CheckpointError, ConfigError
-from hummingbird_t2v.models.unet import UNet3D
+from hummingbird_t2v.models.unet import UNet3D, extend_unet
 from hummingbird_t2v.models.unet_config import UNetConfig
 from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
 from hummingbird_t2v.training.lora import (
@@ -252,15 +252,8 @@ def add_guidance_projection(unet: UNet3D, dim: int = GUIDANCE_EMBEDDING_DIM) -> 
     if unet.config.time_cond_proj_dim is not None:
         raise ConfigError(f"this U-Net already has a guidance projection (time_cond_proj_dim={unet.config.time_cond_proj_dim})")
     weight = next(unet.parameters())
-    with torch.device("meta"):
-        student = UNet3D(unet.config.replace(time_cond_proj_dim=dim))
-    # Same attribute name: keeps its place in the state-dict order.
-    student.time_cond_proj = nn.Linear(dim, unet.config.model_channels, bias=False, device=weight.device, dtype=weight.dtype)
-    missing, unexpected = student.load_state_dict(unet.state_dict(), strict=False, assign=True)
-    if missing != ["time_cond_proj.weight"] or unexpected:
-        raise ConfigError(f"cannot add a guidance projection to this U-Net: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    student.train(unet.training)
-    return student
+    projection = nn.Linear(dim, unet.config.model_channels, bias=False, device=weight.device, dtype=weight.dtype)
+    return extend_unet(unet, unet.config.replace(time_cond_proj_dim=dim), "time_cond_proj", projection, "a guidance projection")
 
 
 def _per_sample(values: Tensor, like: Tensor) -> Tensor:
