@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from hummingbird_t2v.errors import ConfigError
-from hummingbird_t2v.toyworld.recipe import TRAIN_STAGES, add_recipe_parser
+from hummingbird_t2v.toyworld.recipe import TRAIN_STAGES, add_recipe_parser, stage2_guidance
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -103,7 +103,8 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     core = tmp_path / "core"
     argv = ["-o", str(core), "--configs", str(CONFIGS), "--teacher", str(given), "--vocabulary", "core",
             "--steps", "distill=1,consistency=1", "--device", "cpu", "--n", "2", "--eval-batch-size", "2", "--teacher-steps", "1",
-            "--agreement-prompts", "1", "--teacher-guidance", "2", "--set", "distill-importance:objective.guidance_scale=4"]
+            "--agreement-prompts", "1", "--teacher-guidance", "2", "--set", "distill-importance:objective.guidance_scale=4",
+            "--consistency-from", "distill-importance", "--set", "consistency-reward:objective.w_max=3"]
     for item in TINY:
         argv += ["--set", item]
     args = _parse(argv)
@@ -111,6 +112,12 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     distilled = {stage: yaml.safe_load((core / stage / "config.yaml").read_text())["objective"]["guidance_scale"]
                  for stage in ("distill-paper", "distill-importance")}
     assert distilled == {"distill-paper": 2.0, "distill-importance": 4.0}  # a stage's --set wins
+    # Stage 2 starts from the chosen student and trains around the teacher's guidance in LCM form (w = 2 - 1).
+    for stage, w_max in (("consistency", 1.5), ("consistency-reward", 3.0)):
+        config = yaml.safe_load((core / stage / "config.yaml").read_text())
+        assert config["objective"]["student"] == str(core / "distill-importance" / "model")
+        assert (config["objective"]["w_min"], config["objective"]["w_max"]) == (0.5, w_max)
+        assert json.loads((core / stage / "model" / "model_index.json").read_text())["defaults"]["guidance_scale"] == 1.0
     assert not (core / "teacher").exists()
     summary = json.loads((core / "results.json").read_text())
     assert summary["stages"]["teacher"] == {"given": str(given)}
@@ -118,3 +125,8 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     for stage in TRAIN_STAGES[1:]:
         index = json.loads((core / stage / "model" / "model_index.json").read_text())
         assert index["extra"]["toy_vocabulary"] == "core", stage
+
+
+@pytest.mark.parametrize(("teacher", "expected"), [(12.0, (5.5, 16.5, 11.0)), (3.0, (1.0, 3.0, 2.0)), (1.0, (0.0, 0.0, 0.0)), (0.5, (0.0, 0.0, 0.0))])
+def test_stage2_trains_around_the_teachers_guidance_in_lcm_form(teacher, expected):
+    assert stage2_guidance(teacher) == pytest.approx(expected)

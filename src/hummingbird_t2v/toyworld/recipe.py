@@ -14,8 +14,8 @@ was interrupted):
                         blocks whose removal changes the teacher's guided prediction the most
     distill-paper       stage 1 (`train distill`, configs/toy_distill.yaml) of the paper-map student
     distill-importance  stage 1 of the importance-layout student
-    consistency         stage 2 (`train consistency`, configs/toy_consistency.yaml) from distill-paper,
-                        no reward
+    consistency         stage 2 (`train consistency`, configs/toy_consistency.yaml) from distill-paper
+                        (--consistency-from distill-importance: from the other student), no reward
     consistency-reward  the same with the toy reward on one attribute (--reward-attribute)
 
 then every model is scored by the toy evaluator on the same prompts and starting noise
@@ -26,6 +26,10 @@ One guidance scale, --teacher-guidance (default: the one the teacher samples wit
 model_index.json), is what the teacher rows sample with, what stage 1 distils
 (objective.guidance_scale) and what the importance analysis measures: the paper distils
 VideoCrafter2 at 12, the scale it samples with, and a toy teacher best at 3 is distilled at 3.
+Stage 2 trains around the same scale: its guidance embedding takes the LCM form w = g − 1 (the
+teacher's u + g·(c − u) is c + (g − 1)·(c − u)), so it draws w ~ U[(g − 1)/2, 3(g − 1)/2] and its
+students sample at w = g − 1 by default (the paper's U[5, 15] is for a teacher at 12; for a toy teacher
+at 3 it would train the student on guidance 6–16, which that teacher renders badly).
 
 With --minutes, each stage first trains a few probe steps to measure its speed on this machine,
 then gets the number of steps that fills its share of the budget. --set STAGE:KEY=VALUE changes one
@@ -85,6 +89,7 @@ class RecipeSettings:
     device: str = "auto"
     vocabulary: str = "full"  # a toy vocabulary preset: the training clips and evaluation prompts
     teacher: Path | None = None  # a trained teacher model folder: skip the teacher stage
+    consistency_from: str = "distill-paper"  # the stage-1 student that stage 2 starts from
 
     def config_file(self, name: str) -> Path:
         path = self.configs / name
@@ -181,6 +186,13 @@ def resolve_teacher_guidance(settings: RecipeSettings, teacher_model: Path) -> f
     return float(read_json(teacher_model / "model_index.json")["defaults"]["guidance_scale"])
 
 
+def stage2_guidance(teacher_guidance: float) -> tuple[float, float, float]:
+    """Stage 2's guidance range (w_min, w_max) and sampling guidance, in the LCM form w = g − 1, for a
+    teacher sampled at classifier-free guidance g: the range spans half to one and a half times w."""
+    w = max(teacher_guidance - 1.0, 0.0)
+    return w / 2, 3 * w / 2, w
+
+
 def _set_args(sets: Sequence[str]) -> list[str]:
     return [arg for item in sets for arg in ("--set", item)]
 
@@ -251,7 +263,9 @@ def train_all(settings: RecipeSettings) -> dict[str, Path]:
         sets = [*teacher_sets, f"objective.layout={layout}", f"objective.guidance_scale={guidance}"]
         models[stage] = _train_stage(settings, stage, "distill", distill, sets, budget.get(stage))
     consistency = settings.config_file("toy_consistency.yaml")
-    student = [*teacher_sets, f"objective.student={models['distill-paper']}"]
+    w_min, w_max, w_sample = stage2_guidance(guidance)
+    student = [*teacher_sets, f"objective.student={models[settings.consistency_from]}",
+               f"objective.w_min={w_min}", f"objective.w_max={w_max}", f"sample.guidance_scale={w_sample}"]
     models["consistency"] = _train_stage(settings, "consistency", "consistency", consistency, [*student, "objective.rewards=[]"], budget.get("consistency"))
     models["consistency-reward"] = _train_stage(
         settings, "consistency-reward", "consistency", consistency, [*student, f"objective.rewards={_reward_yaml(settings)}"], budget.get("consistency-reward")
@@ -446,6 +460,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         vocabulary=args.vocabulary,
         teacher=Path(args.teacher) if args.teacher else None,
+        consistency_from=args.consistency_from,
     )
     run_recipe(settings)
     return 0
@@ -473,5 +488,7 @@ def add_recipe_parser(commands: Any) -> None:
                         help="prompts of the check that stage 1 without CFG reproduces the teacher with CFG (default 64)")
     parser.add_argument("--device", default="auto", help="device for analysis and evaluation (default auto)")
     parser.add_argument("--teacher", default=None, help="a trained teacher model folder: skip training one")
+    parser.add_argument("--consistency-from", default="distill-paper", choices=("distill-paper", "distill-importance"),
+                        help="the stage-1 student stage 2 starts from (default distill-paper, the paper's map)")
     parser.add_argument("--vocabulary", default="full", help="toy vocabulary of training clips and prompts: full or core (default full)")
     parser.set_defaults(func=_run)
