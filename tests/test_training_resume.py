@@ -17,6 +17,7 @@ from training_helpers import (  # noqa: F401
 )
 
 from hummingbird_t2v.cli import main as cli_main
+from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.training.config import load_config
 from hummingbird_t2v.training.loop import Trainer
 
@@ -100,3 +101,35 @@ def test_a_resume_with_a_new_peak_learning_rate_uses_it(tmp_path, caplog):
     with (run / "logs" / "train.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert float(rows[-1]["lr"]) == pytest.approx(5e-4)
+
+
+def test_lr_multipliers_give_a_module_its_own_rate_and_a_resume_keeps_them(tmp_path):
+    run = tmp_path / "run"
+    base = [f"output_dir={run}", "run.cpu_threads=1", "checkpoint.every=2", "checkpoint.keep=0",
+            "optim.schedule=constant", "optim.warmup_steps=0", "optim.lr=1e-3"]
+    boosted = [*base, "optim.lr_multipliers={time_embed: 10}"]
+    trainer = Trainer(load_config(TINY_CONFIG, [*boosted, "run.max_steps=2"]))
+    groups = {group["lr_factor"]: group for group in trainer.optimizer.param_groups}
+    assert set(groups) == {1.0, 10.0}
+    assert groups[10.0]["lr"] == pytest.approx(1e-2) and groups[1.0]["lr"] == pytest.approx(1e-3)
+    assert {id(p) for p in groups[10.0]["params"]} == {id(p) for p in trainer.trainable.time_embed.parameters()}
+    trainer.train()
+    with (run / "logs" / "train.csv").open() as handle:
+        assert float(list(csv.DictReader(handle))[-1]["lr"]) == pytest.approx(1e-3)  # the log shows optim.lr's rate
+
+    # A new peak at the resume keeps each group's factor; other factors than the run's are refused.
+    resumed = Trainer(load_config(TINY_CONFIG, [*boosted, "run.max_steps=3", "optim.lr=5e-4"]), resume=True)
+    assert sorted(group["lr"] for group in resumed.optimizer.param_groups) == pytest.approx([5e-4, 5e-3])
+    with pytest.raises(ConfigError, match="other optim.lr_multipliers"):
+        Trainer(load_config(TINY_CONFIG, [*base, "run.max_steps=3"]), resume=True)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("optim.lr_multipliers={nowhere: 10}", "match no trainable parameter.*time_embed"),
+     ("optim.lr_multipliers={time_embed: -1}", "positive numbers"),
+     ("optim.lr_multipliers={time_embed: fast}", "positive numbers")],
+)
+def test_bad_lr_multipliers_are_named(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        Trainer(load_config(TINY_CONFIG, [f"output_dir={tmp_path / 'run'}", "run.cpu_threads=1", override]))

@@ -13,6 +13,7 @@ are parsed as YAML scalars or lists.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -131,6 +132,10 @@ class OptimConfig:
     warmup_steps: int = 0
     # Cosine schedule: the LR falls to lr x min_lr_ratio at max_steps.
     min_lr_ratio: float = 0.0
+    # Module name -> factor on lr for the parameters under it (e.g. {frame_embedding: 10}: a layer added
+    # to a trained U-Net learns faster than the weights around it). Names are dotted paths in the
+    # trainable module; every name must match at least one trainable parameter.
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -224,6 +229,10 @@ def _validate(c: TrainConfig) -> None:
         ),
         (c.optim.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
         (0.0 <= c.optim.min_lr_ratio <= 1.0, "optim.min_lr_ratio must lie in [0, 1]"),
+        (
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in c.optim.lr_multipliers.values()),
+            f"optim.lr_multipliers maps module names to positive numbers, got {c.optim.lr_multipliers}",
+        ),
         (c.run.max_steps >= 1, "run.max_steps must be >= 1"),
         (c.run.grad_accum >= 1, "run.grad_accum must be >= 1"),
         (

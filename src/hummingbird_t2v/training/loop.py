@@ -67,6 +67,7 @@ __all__ = [
     "export_run",
     "lr_multiplier",
     "make_optimizer",
+    "parameter_groups",
     "resolve_mixed_precision",
 ]
 
@@ -112,8 +113,35 @@ def lr_multiplier(step: int, optim: OptimConfig, max_steps: int) -> float:
     return optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * cosine
 
 
-def make_optimizer(params: list[nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW over `params` (only what requires gradients, e.g. the LoRA weights), torch's or 8-bit."""
+def parameter_groups(module: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
+    """The trainable parameters of `module` as optimizer groups, one per learning-rate factor.
+
+    `optim.lr_multipliers` maps dotted module names to factors on optim.lr (the longest matching name
+    wins); every other parameter has factor 1. Each group records its factor as `lr_factor`.
+    """
+    factors: dict[float, list[nn.Parameter]] = {}
+    matched: set[str] = set()
+    names = sorted(optim.lr_multipliers, key=len, reverse=True)
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        prefix = next((n for n in names if name == n or name.startswith(n + ".")), None)
+        if prefix is not None:
+            matched.add(prefix)
+        factors.setdefault(float(optim.lr_multipliers[prefix]) if prefix else 1.0, []).append(param)
+    missing = sorted(set(names) - matched)
+    if missing:
+        roots = sorted({name.split(".")[0] for name, p in module.named_parameters() if p.requires_grad})
+        raise ConfigError(
+            f"optim.lr_multipliers names {missing}, which match no trainable parameter; use dotted module names "
+            f"of the trained model (its top-level trainable modules: {', '.join(roots)})"
+        )
+    return [{"params": params, "lr": optim.lr * factor, "lr_factor": factor} for factor, params in sorted(factors.items())]
+
+
+def make_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], optim: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW over `params` (only what requires gradients, e.g. the LoRA weights; or parameter groups
+    with their own `lr`), torch's or 8-bit."""
     options = {"lr": optim.lr, "betas": optim.betas, "eps": optim.eps, "weight_decay": optim.weight_decay}
     if optim.name == "adamw8bit":
         try:
@@ -206,7 +234,7 @@ class Trainer:
         if not self.params:
             raise ConfigError("the objective's trainable module has no parameters that require gradients")
         optim = config.optim
-        optimizer = make_optimizer(self.params, optim)
+        optimizer = make_optimizer(parameter_groups(self.trainable, optim), optim)
         # The scheduler is stepped once per optimizer step by this loop (accelerate's prepared
         # scheduler would step once per process).
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -272,18 +300,29 @@ class Trainer:
         self.objective_module.load_extra_state_dict(
             ckpt.load_tensors(extra_path, self.device) if extra_path.is_file() else {}
         )
-        self.optimizer.load_state_dict(ckpt.load_optimizer_state(folder / ckpt.OPTIMIZER_FILE))
+        factors = [group["lr_factor"] for group in self.optimizer.param_groups]
+        optimizer_state = ckpt.load_optimizer_state(folder / ckpt.OPTIMIZER_FILE)
+        saved_factors = [group.get("lr_factor", 1.0) for group in optimizer_state["param_groups"]]
+        saved_sizes = [len(group["params"]) for group in optimizer_state["param_groups"]]
+        if saved_factors != factors or saved_sizes != [len(group["params"]) for group in self.optimizer.param_groups]:
+            raise ConfigError(
+                f"{folder} was trained with other optim.lr_multipliers (learning-rate factors {saved_factors}, now {factors}); "
+                "resume with the run's own optim.lr_multipliers, or start a new run from its exported model"
+            )
+        self.optimizer.load_state_dict(optimizer_state)
+        for group, factor in zip(self.optimizer.param_groups, factors):
+            group["lr_factor"] = factor  # absent from the states of runs before optim.lr_multipliers
         self.lr_scheduler.load_state_dict(state.lr_scheduler)
-        saved_lr = self.lr_scheduler.base_lrs[0]
-        if saved_lr != self.config.optim.lr:
+        saved_lr = self.lr_scheduler.base_lrs[0] / factors[0]
+        if not math.isclose(saved_lr, self.config.optim.lr, rel_tol=1e-9):
             # The schedule's shape already follows the config (run.max_steps, warm-up); a changed
             # peak must too, or a resume with --set optim.lr=... would silently keep the old one.
             logger.warning("optim.lr changed from %g to %g at the resume: the schedule goes on from step %d with the new peak",
                            saved_lr, self.config.optim.lr, state.step)
-            self.lr_scheduler.base_lrs = [self.config.optim.lr] * len(self.lr_scheduler.base_lrs)
-            rate = self.config.optim.lr * lr_multiplier(state.step, self.config.optim, self.config.run.max_steps)
-            for group in self.optimizer.param_groups:
-                group["initial_lr"], group["lr"] = self.config.optim.lr, rate
+            self.lr_scheduler.base_lrs = [self.config.optim.lr * factor for factor in factors]
+            rate = lr_multiplier(state.step, self.config.optim, self.config.run.max_steps)
+            for group, base in zip(self.optimizer.param_groups, self.lr_scheduler.base_lrs):
+                group["initial_lr"], group["lr"] = base, base * rate
         scaler = self.accelerator.scaler
         if scaler is not None and state.grad_scaler:
             scaler.load_state_dict(state.grad_scaler)
@@ -425,7 +464,7 @@ class Trainer:
                 window["logs"].setdefault(name, []).append(torch.as_tensor(value, dtype=torch.float32).detach())
         clip = self.config.optim.grad_clip
         grad_norm = acc.clip_grad_norm_(self.params, clip if clip is not None else math.inf)
-        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
+        lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0]["lr_factor"]  # optim.lr's rate this step
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
