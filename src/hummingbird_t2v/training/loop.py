@@ -304,10 +304,12 @@ class Trainer:
         optimizer_state = ckpt.load_optimizer_state(folder / ckpt.OPTIMIZER_FILE)
         saved_factors = [group.get("lr_factor", 1.0) for group in optimizer_state["param_groups"]]
         saved_sizes = [len(group["params"]) for group in optimizer_state["param_groups"]]
-        if saved_factors != factors or saved_sizes != [len(group["params"]) for group in self.optimizer.param_groups]:
+        sizes = [len(group["params"]) for group in self.optimizer.param_groups]
+        if saved_factors != factors or saved_sizes != sizes:
             raise ConfigError(
-                f"{folder} was trained with other optim.lr_multipliers (learning-rate factors {saved_factors}, now {factors}); "
-                "resume with the run's own optim.lr_multipliers, or start a new run from its exported model"
+                f"{folder} was trained with other optim.lr_multipliers or other trainable parameters (learning-rate "
+                f"factors {saved_factors} over {saved_sizes} tensors, now {factors} over {sizes}); resume with the run's own "
+                "config, or start a new run from its exported model"
             )
         self.optimizer.load_state_dict(optimizer_state)
         for group, factor in zip(self.optimizer.param_groups, factors):
