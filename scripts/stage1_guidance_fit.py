@@ -1,0 +1,72 @@
+"""How much of the teacher's guidance a stage-1 student has learned, per timestep.
+
+Stage 1 trains the student on the guided target ε(∅) + g·(ε(c) − ε(∅)). On a few toy clips and
+ten timesteps this prints the student's mean squared error to that target, the size of the
+guidance step (target minus the teacher's conditional prediction ε(c)), the share `alpha` of that
+step the student covers (its prediction minus ε(c), projected on the step), and the squared
+error left off the step's direction:
+
+    python scripts/stage1_guidance_fit.py --student runs/toy_student_stage1/model \\
+        [--teacher src/hummingbird_t2v/assets/toy/model] [--guidance 3] [--clips 8] [--world-seed 7]
+
+alpha near 1 with a small off-direction error: the student reproduces the guided teacher; alpha
+well below 1: it samples as if with weaker guidance.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from hummingbird_t2v.data.sampling import frames_to_tensor
+from hummingbird_t2v.diffusion.schedule import scaled_linear_alphas_cumprod
+from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
+from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
+from hummingbird_t2v.toyworld.scene import resolve_vocabulary
+
+BUILTIN = "src/hummingbird_t2v/assets/toy/model"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--student", required=True, help="stage-1 student model folder")
+    parser.add_argument("--teacher", default=BUILTIN, help=f"teacher model folder (default {BUILTIN})")
+    parser.add_argument("--guidance", type=float, default=3.0, help="the guidance scale stage 1 distilled (default 3)")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--world-seed", type=int, default=7, help="toy world of the clips (default 7: no shipped component trained on it)")
+    parser.add_argument("--vocabulary", default="core")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    teacher = HummingbirdPipeline.from_pretrained(args.teacher, device="cpu")
+    student = HummingbirdPipeline.from_pretrained(args.student, device="cpu")
+    defaults = teacher.config.defaults
+    world = ToyWorld(ToyWorldConfig(seed=args.world_seed, num_frames=defaults.num_frames, height=defaults.height,
+                                    width=defaults.width, vocabulary=resolve_vocabulary(args.vocabulary)))
+    clips = [world.clip(index) for index in range(args.clips)]
+    config = teacher.config
+    alphas_cumprod = scaled_linear_alphas_cumprod(config.num_train_timesteps, config.beta_start, config.beta_end).float()
+    n = len(clips)
+    with torch.no_grad():
+        z0 = teacher.vae.encode(torch.stack([frames_to_tensor(clip.frames) for clip in clips]))
+        context = teacher.encode_prompt([clip.caption for clip in clips])
+        uncond = teacher.encode_prompt([""] * n)
+        fps = torch.full((n,), defaults.fps, dtype=torch.long)
+        print("   t  student-target MSE  guidance step MSE  alpha  off-direction MSE")
+        for t in range(50, config.num_train_timesteps, config.num_train_timesteps // 10):
+            timesteps = torch.full((n,), t, dtype=torch.long)
+            z_t = alphas_cumprod[t].sqrt() * z0 + (1 - alphas_cumprod[t]).sqrt() * torch.randn(z0.shape)
+            cond = teacher.unet(z_t, timesteps, context, fps=fps)
+            target = cond + (args.guidance - 1) * (cond - teacher.unet(z_t, timesteps, uncond, fps=fps))
+            predicted = student.unet(z_t, timesteps, context, fps=fps)
+            step, moved = (target - cond).flatten(), (predicted - cond).flatten()
+            alpha = float(moved @ step / (step @ step))
+            off = float(((moved - alpha * step) ** 2).mean())
+            print(f"{t:4d}  {float(((predicted - target) ** 2).mean()):18.5f}  {float((step ** 2).mean()):17.5f}  {alpha:5.3f}  {off:17.5f}")
+
+
+if __name__ == "__main__":
+    main()
