@@ -133,3 +133,19 @@ def test_lr_multipliers_give_a_module_its_own_rate_and_a_resume_keeps_them(tmp_p
 def test_bad_lr_multipliers_are_named(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         Trainer(load_config(TINY_CONFIG, [f"output_dir={tmp_path / 'run'}", "run.cpu_threads=1", override]))
+
+
+def test_a_checkpoint_from_before_lr_multipliers_resumes_with_factor_one(tmp_path):
+    from hummingbird_t2v.training import checkpointing
+
+    run = tmp_path / "run"
+    base = [f"output_dir={run}", "run.cpu_threads=1", "checkpoint.every=2", "checkpoint.keep=0", "optim.lr=1e-3"]
+    Trainer(load_config(TINY_CONFIG, [*base, "run.max_steps=2"])).train()
+    optimizer_file = checkpointing.list_checkpoints(run / "checkpoints")[-1][1] / checkpointing.OPTIMIZER_FILE
+    state = checkpointing.load_optimizer_state(optimizer_file)
+    for group in state["param_groups"]:
+        del group["lr_factor"]  # what runs before optim.lr_multipliers wrote
+    checkpointing.save_optimizer_state(optimizer_file, state)
+    resumed = Trainer(load_config(TINY_CONFIG, [*base, "run.max_steps=3"]), resume=True)
+    assert [group["lr_factor"] for group in resumed.optimizer.param_groups] == [1.0]
+    resumed.train()
