@@ -477,6 +477,18 @@ def test_a_loaded_unet_can_gain_a_frame_position_embedding_and_nothing_else(tmp_
 # ----------------------------------------------------------------------------- a short run end to end
 
 
+def test_empty_sample_prompts_write_no_videos_but_still_export(tmp_path, restore_threads):
+    # A host without a video encoder trains with sample.prompts: [] and sample.every: 0.
+    with pytest.raises(ConfigError, match="sample.prompts must list at least one prompt when sample.every > 0"):
+        load_config(TINY_CONFIG, ["sample.every=2", "sample.prompts=[]"])
+    out = tmp_path / "run"
+    sets = ["run.cpu_threads=1", "run.max_steps=1", "sample.every=0", "sample.prompts=[]"]
+    argv = ["train", "base", "--config", str(TINY_CONFIG), "--output", str(out)]
+    assert cli_main([*argv, *(a for s in sets for a in ("--set", s))]) == 0
+    assert not (out / "samples").exists()
+    assert (out / "model" / "model_index.json").is_file()
+
+
 def test_short_run_checkpoints_samples_exports_and_resumes(tmp_path, restore_threads):
     out = tmp_path / "run"
     overrides = [

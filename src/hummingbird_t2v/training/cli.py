@@ -85,7 +85,8 @@ def _run_training(args: argparse.Namespace) -> int:
         trainer.close()
     if result.model_dir is not None:
         print(f"trained {result.step} steps; model folder: {result.model_dir}")
-        print(f'try it: hummingbird generate "{config.sample.prompts[0]}" --weights {result.model_dir}')
+        prompt = config.sample.prompts[0] if config.sample.prompts else "PROMPT"
+        print(f'try it: hummingbird generate "{prompt}" --weights {result.model_dir}')
     return 0
 
 

@@ -181,6 +181,7 @@ class SampleConfig:
     """Periodic sample videos (EMA weights) and the defaults written into the exported model."""
 
     every: int = 0  # steps; 0: only at the end of training
+    # An empty list writes no sample videos at all (e.g. a GPU host without PyAV's encoder).
     prompts: list[str] = field(default_factory=lambda: ["a red circle moving left on a blue background"])
     num_frames: int | None = None  # None: data.video_length
     height: int | None = None  # None: data.height
@@ -247,7 +248,10 @@ def _validate(c: TrainConfig) -> None:
         (c.logging.every >= 1, "logging.every must be >= 1"),
         (c.sample.every >= 0, "sample.every must be >= 0"),
         (c.sample.num_inference_steps >= 1, "sample.num_inference_steps must be >= 1"),
-        (bool(c.sample.prompts), "sample.prompts must list at least one prompt"),
+        (
+            bool(c.sample.prompts) or c.sample.every == 0,
+            "sample.prompts must list at least one prompt when sample.every > 0 (or set sample.every: 0)",
+        ),
         (
             isinstance(c.objective.get("name"), str),
             "objective.name must name a registered objective (e.g. diffusion)",

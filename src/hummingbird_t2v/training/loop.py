@@ -585,7 +585,7 @@ class Trainer:
     def write_samples(self) -> list[Path]:
         """Rank 0 renders `sample.prompts` with the EMA weights to <output>/samples/step-N/*.mp4."""
         written: list[Path] = []
-        if self.is_main:
+        if self.is_main and self.config.sample.prompts:
             s = self.config.sample
             pipe = self.pipeline()
             was_training = pipe.unet.training

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Three toy trainings side by side on one GPU (each is too small to keep a GPU busy alone), then
+# their evaluations, in a fixed time:
+#   teacher-f      the built-in model trained on with a frame position embedding whose layer learns
+#                  10x faster than the rest (issue 3: direction of motion; docs/toy-model.md)
+#   cd-long        stage 2 (LoRA, no reward) from a stage-1 student, with 8x run 4's batch
+#   cd-long-color  the same with the toy colour reward
+#
+#   bash scripts/gpu_toy_side_by_side.sh OUT_DIR STAGE1_STUDENT [TRAIN_SECONDS]
+#
+# STAGE1_STUDENT: a stage-1 model folder (a bare unet/ + model_index.json is completed with the
+# built-in model's VAE and text encoder). Each training is cut at TRAIN_SECONDS (default 380); one
+# cut before its last step is exported from its newest checkpoint and says so in its log. Results
+# (logs, evaluation JSON) go to OUT_DIR, the trained U-Nets to OUT_DIR/weights.tar.part-* (cat them
+# | tar -x). Environment: DEVICE (cuda), TEACHER_STEPS (800), TEACHER_BATCH (64), CD_STEPS (500),
+# CD_BATCH (32), CD_LR (2e-4), EVAL_N (96), BIG_N (384: the teacher and the built-in model on more
+# prompts, for the direction of motion). Runs from a checkout: PYTHONPATH=src, no install needed.
+set -uo pipefail
+out=${1:?usage: gpu_toy_side_by_side.sh OUT_DIR STAGE1_STUDENT [TRAIN_SECONDS]}
+student=${2:?usage: gpu_toy_side_by_side.sh OUT_DIR STAGE1_STUDENT [TRAIN_SECONDS]}
+seconds=${3:-380}
+device=${DEVICE:-cuda}
+eval_n=${EVAL_N:-96}
+big_n=${BIG_N:-384}
+builtin=src/hummingbird_t2v/assets/toy/model
+run=runs/toy-gpu-side
+mkdir -p "$out" "$run" && out=$(cd "$out" && pwd)
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+hb() { python3 -m hummingbird_t2v.cli "$@"; }
+log=$out/side_by_side.log
+{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; python3 -c "import torch; print('torch', torch.__version__)"; } >> "$log" 2>&1
+
+for part in vae text_encoder; do
+  [ -d "$student/$part" ] || cp -r "$builtin/$part" "$student/$part"
+done
+
+# Each run: at most $seconds, then (if cut) the newest checkpoint exported as its model.
+train() {
+  local name=$1; shift
+  timeout "$seconds" python3 -m hummingbird_t2v.cli train "$@" --output "$run/$name" > "$out/$name.log" 2>&1
+  echo "$name: training exit $?" >> "$log"
+  if [ ! -f "$run/$name/model/model_index.json" ] && [ -d "$run/$name/checkpoints" ]; then
+    echo "$name: cut at ${seconds}s; exporting its newest checkpoint" | tee -a "$log" >> "$out/$name.log"
+    hb train export --run "$run/$name" >> "$out/$name.log" 2>&1
+  fi
+}
+common=(--set sample.every=0 --set "sample.prompts=[]" --set logging.tensorboard=false --set checkpoint.every=100 --set run.device="$device"
+        --set run.cpu_threads=2)
+train teacher-f base --config configs/toy_teacher_core.yaml --set model.unet.path="$builtin" \
+  --set model.unet.config.frame_position_embedding=true --set 'optim.lr_multipliers={frame_embedding: 10}' \
+  --set objective.frame_offset_noise=0.25 --set optim.lr=4e-4 --set run.max_steps="${TEACHER_STEPS:-800}" \
+  --set data.batch_size="${TEACHER_BATCH:-64}" --set data.num_workers=4 --set data.toyworld.size=200000 \
+  --set sample.guidance_scale=3 "${common[@]}" &
+stage2=(--config configs/toy_consistency.yaml --set model.unet.path="$builtin" --set model.vae.path="$builtin"
+        --set model.text_encoder.path="$builtin" --set objective.student="$student" --set objective.w_min=1
+        --set objective.w_max=3 --set sample.guidance_scale=2 --set data.toyworld.vocabulary=core
+        --set run.max_steps="${CD_STEPS:-500}" --set data.batch_size="${CD_BATCH:-32}" --set data.num_workers=2
+        --set optim.lr="${CD_LR:-2e-4}" "${common[@]}")
+train cd-long consistency "${stage2[@]}" --set 'objective.rewards=[]' &
+train cd-long-color consistency "${stage2[@]}" \
+  --set 'objective.rewards=[{name: toy, weights: null, weight: 1.0, num_frames: null, options: {attributes: [color], mode: log_prob}}]' &
+wait
+echo "training done at ${SECONDS}s" >> "$log"
+
+# Evaluations: the same prompts and noise as every earlier row (first EVAL_N of the core world).
+evaluate() {
+  local name=$1; shift
+  timeout 120 python3 -m hummingbird_t2v.cli toyworld eval --device "$device" --batch-size 96 --json "$out/$name.json" "$@" \
+    > "$out/eval-$name.log" 2>&1
+  echo "eval $name: exit $? at ${SECONDS}s" >> "$log"
+}
+if [ -f "$run/teacher-f/model/model_index.json" ]; then
+  evaluate teacher-f-25 --model "$run/teacher-f/model" --n "$eval_n" --guidance-scale 3 --confusion motion
+  evaluate teacher-f-50 --model "$run/teacher-f/model" --n "$eval_n" --guidance-scale 3 --steps 50
+  evaluate teacher-f-big --model "$run/teacher-f/model" --n "$big_n" --guidance-scale 3 --confusion motion
+fi
+evaluate builtin-big --model "$builtin" --n "$big_n" --guidance-scale 3 --confusion motion
+for name in cd-long cd-long-color; do
+  if [ -f "$run/$name/model/model_index.json" ]; then
+    for steps in 4 8; do evaluate "$name-$steps" --model "$run/$name/model" --n "$eval_n" --steps "$steps"; done
+  fi
+done
+
+# The trained U-Nets (the VAE and text encoder are the built-in model's), split under 15 MiB.
+weights=()
+for name in teacher-f cd-long cd-long-color; do
+  [ -f "$run/$name/model/unet/model.safetensors" ] && weights+=("$name/model/unet" "$name/model/model_index.json")
+done
+[ ${#weights[@]} -gt 0 ] && (cd "$run" && tar -cf - "${weights[@]}") | split -b 15m - "$out/weights.tar.part-"
+(cd "$out" && tar -czf logs.tar.gz --remove-files ./*.log ./*.json 2>/dev/null)
+echo "all done at ${SECONDS}s"
+ls -la "$out"
