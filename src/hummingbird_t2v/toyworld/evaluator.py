@@ -266,14 +266,18 @@ class ToyVideoClassifier(nn.Module):
         return predictions
 
 
-def accuracy_by_attribute(predictions: Sequence[Mapping[str, str]], attributes: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def correct_by_attribute(predictions: Sequence[Mapping[str, str]], attributes: Sequence[Mapping[str, Any]]) -> dict[str, list[bool]]:
+    """Per attribute, whether the evaluator read each video as asked (a missing ground truth is "none")."""
     if len(predictions) != len(attributes) or not predictions:
         raise ConfigError(f"need one ground-truth attribute set per video, got {len(attributes)} for {len(predictions)} videos")
-    names = list(predictions[0])
     return {
-        name: float(np.mean([(str(truth.get(name, "")) or "none") == guess[name] for guess, truth in zip(predictions, attributes, strict=True)]))
-        for name in names
+        name: [(str(truth.get(name, "")) or "none") == guess[name] for guess, truth in zip(predictions, attributes, strict=True)]
+        for name in predictions[0]
     }
+
+
+def accuracy_by_attribute(predictions: Sequence[Mapping[str, str]], attributes: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    return {name: float(np.mean(right)) for name, right in correct_by_attribute(predictions, attributes).items()}
 
 
 def confusion_counts(
