@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Three toy trainings side by side on one GPU (each is too small to keep a GPU busy alone), then
 # their evaluations, in a fixed time:
-#   teacher-f      the built-in model trained on with a frame position embedding whose layer learns
-#                  10x faster than the rest (issue 3: direction of motion; docs/toy-model.md)
+#   teacher-f      the built-in model trained on, with a frame position embedding (added if it has
+#                  none) whose layer learns 10x faster than the rest (issue 3: direction of motion;
+#                  stage E of the built-in model is this run from stage D, docs/toy-model.md)
 #   cd-long        stage 2 (LoRA, no reward) from a stage-1 student, with 8x run 4's batch
 #   cd-long-color  the same with the toy colour reward
 #
@@ -11,8 +12,9 @@
 # STAGE1_STUDENT: a stage-1 model folder (a bare unet/ + model_index.json is completed with the
 # built-in model's VAE and text encoder). Each training is cut at TRAIN_SECONDS (default 380); one
 # cut before its last step is exported from its newest checkpoint and says so in its log. Results
-# (logs, evaluation JSON) go to OUT_DIR, the trained U-Nets to OUT_DIR/weights.tar.part-* (cat them
-# | tar -x). Environment: DEVICE (cuda), TEACHER_STEPS (800), TEACHER_BATCH (64), CD_STEPS (500),
+# (logs, evaluation JSON) go to OUT_DIR/logs.tar.gz, refreshed after every step, and the trained U-Nets,
+# packed as soon as the trainings end, to OUT_DIR/weights.tar.part-* (cat them | tar -x): a call cut
+# short still returns both (the device tool returns at most 8 files). Environment: DEVICE (cuda), TEACHER_STEPS (800), TEACHER_BATCH (64), CD_STEPS (500),
 # CD_BATCH (32), CD_LR (2e-4), EVAL_N (96), BIG_N (384: the teacher and the built-in model on more
 # prompts, for the direction of motion). Runs from a checkout: PYTHONPATH=src, no install needed.
 set -uo pipefail
@@ -24,10 +26,12 @@ eval_n=${EVAL_N:-96}
 big_n=${BIG_N:-384}
 builtin=src/hummingbird_t2v/assets/toy/model
 run=runs/toy-gpu-side
-mkdir -p "$out" "$run" && out=$(cd "$out" && pwd)
+mkdir -p "$out" "$run/logs" && out=$(cd "$out" && pwd)
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 hb() { python3 -m hummingbird_t2v.cli "$@"; }
-log=$out/side_by_side.log
+logs=$(cd "$run/logs" && pwd)
+log=$logs/side_by_side.log
+pack_logs() { tar -czf "$out/logs.tar.gz.tmp" -C "$logs" . && mv "$out/logs.tar.gz.tmp" "$out/logs.tar.gz"; }
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; python3 -c "import torch; print('torch', torch.__version__)"; } >> "$log" 2>&1
 
 for part in vae text_encoder; do
@@ -37,11 +41,11 @@ done
 # Each run: at most $seconds, then (if cut) the newest checkpoint exported as its model.
 train() {
   local name=$1; shift
-  timeout "$seconds" python3 -m hummingbird_t2v.cli train "$@" --output "$run/$name" > "$out/$name.log" 2>&1
+  timeout "$seconds" python3 -m hummingbird_t2v.cli train "$@" --output "$run/$name" > "$logs/$name.log" 2>&1
   echo "$name: training exit $?" >> "$log"
   if [ ! -f "$run/$name/model/model_index.json" ] && [ -d "$run/$name/checkpoints" ]; then
-    echo "$name: cut at ${seconds}s; exporting its newest checkpoint" | tee -a "$log" >> "$out/$name.log"
-    hb train export --run "$run/$name" >> "$out/$name.log" 2>&1
+    echo "$name: cut at ${seconds}s; exporting its newest checkpoint" | tee -a "$log" >> "$logs/$name.log"
+    hb train export --run "$run/$name" >> "$logs/$name.log" 2>&1
   fi
 }
 common=(--set sample.every=0 --set "sample.prompts=[]" --set logging.tensorboard=false --set checkpoint.every=100 --set run.device="$device"
@@ -62,12 +66,21 @@ train cd-long-color consistency "${stage2[@]}" \
 wait
 echo "training done at ${SECONDS}s" >> "$log"
 
+# The trained U-Nets first (the VAE and text encoder are the built-in model's), split under 15 MiB.
+weights=()
+for name in teacher-f cd-long cd-long-color; do
+  [ -f "$run/$name/model/unet/model.safetensors" ] && weights+=("$name/model/unet" "$name/model/model_index.json")
+done
+[ ${#weights[@]} -gt 0 ] && (cd "$run" && tar -cf - "${weights[@]}") | split -b 15m - "$out/weights.tar.part-"
+pack_logs
+
 # Evaluations: the same prompts and noise as every earlier row (first EVAL_N of the core world).
 evaluate() {
   local name=$1; shift
-  timeout 120 python3 -m hummingbird_t2v.cli toyworld eval --device "$device" --batch-size 96 --json "$out/$name.json" "$@" \
-    > "$out/eval-$name.log" 2>&1
+  timeout 120 python3 -m hummingbird_t2v.cli toyworld eval --device "$device" --batch-size 96 --json "$logs/$name.json" "$@" \
+    > "$logs/eval-$name.log" 2>&1
   echo "eval $name: exit $? at ${SECONDS}s" >> "$log"
+  pack_logs
 }
 if [ -f "$run/teacher-f/model/model_index.json" ]; then
   evaluate teacher-f-25 --model "$run/teacher-f/model" --n "$eval_n" --guidance-scale 3 --confusion motion
@@ -81,12 +94,6 @@ for name in cd-long cd-long-color; do
   fi
 done
 
-# The trained U-Nets (the VAE and text encoder are the built-in model's), split under 15 MiB.
-weights=()
-for name in teacher-f cd-long cd-long-color; do
-  [ -f "$run/$name/model/unet/model.safetensors" ] && weights+=("$name/model/unet" "$name/model/model_index.json")
-done
-[ ${#weights[@]} -gt 0 ] && (cd "$run" && tar -cf - "${weights[@]}") | split -b 15m - "$out/weights.tar.part-"
-(cd "$out" && tar -czf logs.tar.gz --remove-files ./*.log ./*.json 2>/dev/null)
-echo "all done at ${SECONDS}s"
+echo "all done at ${SECONDS}s" | tee -a "$log"
+pack_logs
 ls -la "$out"
