@@ -104,11 +104,14 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     argv = ["-o", str(core), "--configs", str(CONFIGS), "--teacher", str(given), "--vocabulary", "core",
             "--steps", "distill=1,consistency=1", "--device", "cpu", "--n", "2", "--eval-batch-size", "2", "--teacher-steps", "1",
             "--agreement-prompts", "1", "--teacher-guidance", "2", "--set", "distill-importance:objective.guidance_scale=4",
-            "--consistency-from", "distill-importance", "--set", "consistency-reward:objective.w_max=3"]
+            "--consistency-from", "distill-importance", "--set", "consistency-reward:objective.w_max=3", "--parallel"]
     for item in TINY:
         argv += ["--set", item]
     args = _parse(argv)
     assert args.func(args) == 0
+    # --parallel trained each pair of students in two processes, each with its own log.
+    for stage in TRAIN_STAGES[1:]:
+        assert "trained 1 steps" in (core / stage / "recipe-train.log").read_text(), stage
     distilled = {stage: yaml.safe_load((core / stage / "config.yaml").read_text())["objective"]["guidance_scale"]
                  for stage in ("distill-paper", "distill-importance")}
     assert distilled == {"distill-paper": 2.0, "distill-importance": 4.0}  # a stage's --set wins
@@ -130,3 +133,33 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
 @pytest.mark.parametrize(("teacher", "expected"), [(12.0, (5.5, 16.5, 11.0)), (3.0, (1.0, 3.0, 2.0)), (1.0, (0.0, 0.0, 0.0)), (0.5, (0.0, 0.0, 0.0))])
 def test_stage2_trains_around_the_teachers_guidance_in_lcm_form(teacher, expected):
     assert stage2_guidance(teacher) == pytest.approx(expected)
+
+
+def test_a_failed_stage_side_by_side_names_its_log_and_the_other_one_finishes(tmp_path):
+    """Two tiny stage-1 runs with --parallel from a tiny random teacher: one config is broken."""
+    from hummingbird_t2v.models.unet import UNet3D
+    from hummingbird_t2v.models.unet_config import get_unet_preset
+    from hummingbird_t2v.models.vae import VAEConfig, VideoVAE
+    from hummingbird_t2v.models.word_text_encoder import WordTextEncoder, WordTextEncoderConfig
+    from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
+    from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
+    from hummingbird_t2v.toyworld.recipe import RecipeError
+
+    import torch
+    torch.manual_seed(0)
+    text_encoder = WordTextEncoder(WordTextEncoderConfig(vocabulary=("a", "red", "circle"), width=32, layers=1, heads=2))
+    unet = UNet3D(get_unet_preset("tiny-vc2").replace(context_dim=32, channel_mult=(1, 2, 2)))
+    vae = VideoVAE(VAEConfig(base_channels=8, channel_multipliers=(1, 2), norm_num_groups=8, sample_size=32))
+    defaults = SamplingDefaults(num_inference_steps=2, guidance_scale=3.0, fps=8, num_frames=4, height=32, width=32)
+    HummingbirdPipeline(unet, vae, text_encoder, PipelineConfig(sampler="ddim", defaults=defaults)).save_pretrained(tmp_path / "teacher")
+    out = tmp_path / "run"
+    argv = ["-o", str(out), "--configs", str(CONFIGS), "--teacher", str(tmp_path / "teacher"), "--vocabulary", "core",
+            "--steps", "distill=1,consistency=1", "--device", "cpu", "--parallel", "--set", "distill-paper:data.batch_size=0"]
+    for item in TINY:
+        argv += ["--set", item]
+    args = _parse(argv)
+    with pytest.raises(RecipeError, match=r"stage distill-paper failed \(exit 2\); its output is in .*distill-paper/recipe-train.log"):
+        args.func(args)
+    assert "data.batch_size must be >= 1" in (out / "distill-paper" / "recipe-train.log").read_text()
+    assert not (out / "distill-paper" / "recipe-stage-done.json").exists()
+    assert json.loads((out / "distill-importance" / "recipe-stage-done.json").read_text())["steps"] == 1

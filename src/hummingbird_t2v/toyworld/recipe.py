@@ -36,6 +36,11 @@ then gets the number of steps that fills its share of the budget. --set STAGE:KE
 stage's config (STAGE all: every stage), e.g. --set all:data.num_workers=4 on a many-core GPU host.
 --vocabulary core trains every stage on, and evaluates with prompts of, the built-in model's smaller
 vocabulary (hummingbird_t2v.toyworld.scene.VOCABULARY_PRESETS).
+
+--parallel trains the two stage-1 students at once, then the two stage-2 students at once, each in
+its own process (its output in STAGE/recipe-train.log): one toy training leaves a GPU mostly idle,
+so two side by side take little longer than one. On a CPU it only splits the cores. (With --minutes
+the probes time each stage alone, so stages side by side may run past their share.)
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ import csv
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,6 +97,7 @@ class RecipeSettings:
     vocabulary: str = "full"  # a toy vocabulary preset: the training clips and evaluation prompts
     teacher: Path | None = None  # a trained teacher model folder: skip the teacher stage
     consistency_from: str = "distill-paper"  # the stage-1 student that stage 2 starts from
+    parallel: bool = False  # train the two students of each stage in two processes at once
 
     def config_file(self, name: str) -> Path:
         path = self.configs / name
@@ -144,13 +152,25 @@ def _batch_size(config: Path, sets: list[str]) -> int:
     return loaded.data.batch_size * loaded.run.grad_accum
 
 
-def _train_stage(settings: RecipeSettings, stage: str, command: str, config: Path, sets: list[str], budget_s: float | None) -> Path:
-    """Train one stage into settings.output/stage and return its exported model folder."""
+@dataclass(frozen=True)
+class StageRun:
+    """One stage's training command, ready to run."""
+
+    stage: str
+    folder: Path
+    argv: list[str]  # without --resume
+    steps: int
+    resume: bool
+
+
+def _prepare_stage(settings: RecipeSettings, stage: str, command: str, config: Path, sets: list[str], budget_s: float | None) -> StageRun | None:
+    """The training command of one stage (None when it finished in an earlier run); with a time
+    budget, first a few probe steps measure its speed here."""
     folder = settings.output / stage
     sets = [*sets, *settings.sets(stage)]
     if _done(folder):
         print(f"[recipe] {stage}: done already ({folder})")
-        return folder / "model"
+        return None
     steps = settings.steps.get(STEP_GROUPS[stage])
     resume = (folder / "checkpoints").is_dir()
     if resume:
@@ -169,12 +189,55 @@ def _train_stage(settings: RecipeSettings, stage: str, command: str, config: Pat
         steps = max(1, int(budget_s * speed / _batch_size(config, sets)))
         print(f"[recipe] {stage}: {speed:.1f} samples/s measured (probe {time.perf_counter() - started:.0f} s); "
               f"{steps} steps fill its {budget_s / 60:.1f} min")
+    folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "recipe-steps.json", {"steps": steps})  # a resumed stage keeps its step count
-    started = time.perf_counter()
     argv = ["train", command, "--config", str(config), "--output", str(folder), *_set_args([*sets, f"run.max_steps={steps}"])]
-    _cli(argv + (["--resume"] if resume else []), stage)
-    _mark_done(folder, {"steps": steps, "seconds": time.perf_counter() - started, "command": "hummingbird " + " ".join(argv)})
-    return folder / "model"
+    return StageRun(stage, folder, argv, steps, resume)
+
+
+def _finish_stage(run: StageRun, seconds: float) -> None:
+    _mark_done(run.folder, {"steps": run.steps, "seconds": seconds, "command": "hummingbird " + " ".join(run.argv)})
+
+
+def _run_in_process(run: StageRun) -> None:
+    started = time.perf_counter()
+    _cli(run.argv + (["--resume"] if run.resume else []), run.stage)
+    _finish_stage(run, time.perf_counter() - started)
+
+
+def _run_side_by_side(runs: list[StageRun]) -> None:
+    """Each stage in its own `hummingbird` process, all at once; every one is waited for, and the
+    finished ones are marked done even when another failed (a rerun then resumes only that one)."""
+    started = time.perf_counter()
+    processes = []
+    for run in runs:
+        log = run.folder / "recipe-train.log"
+        print(f"[recipe] {run.stage}: training in its own process, output in {log}", flush=True)
+        with log.open("w", encoding="utf-8") as stream:
+            argv = [sys.executable, "-m", "hummingbird_t2v.cli", *run.argv, *(["--resume"] if run.resume else [])]
+            processes.append((run, log, subprocess.Popen(argv, stdout=stream, stderr=subprocess.STDOUT)))
+    failed = []
+    for run, log, process in processes:
+        code = process.wait()
+        if code == 0:
+            _finish_stage(run, time.perf_counter() - started)
+        else:
+            failed.append(f"stage {run.stage} failed (exit {code}); its output is in {log}")
+    if failed:
+        raise RecipeError("; ".join(failed))
+
+
+def _train_stages(settings: RecipeSettings, stages: list[tuple[str, str, Path, list[str]]], budget: dict[str, float]) -> dict[str, Path]:
+    """Train (stage, command, config, sets) stages one after the other, or with --parallel at once;
+    return each stage's exported model folder."""
+    runs = [_prepare_stage(settings, stage, command, config, sets, budget.get(stage)) for stage, command, config, sets in stages]
+    pending = [run for run in runs if run is not None]
+    if settings.parallel and len(pending) > 1:
+        _run_side_by_side(pending)
+    else:
+        for run in pending:
+            _run_in_process(run)
+    return {stage: settings.output / stage / "model" for stage, *_ in stages}
 
 
 def resolve_teacher_guidance(settings: RecipeSettings, teacher_model: Path) -> float:
@@ -254,22 +317,23 @@ def train_all(settings: RecipeSettings) -> dict[str, Path]:
     if settings.teacher is not None:
         models["teacher"] = settings.teacher
     else:
-        models["teacher"] = _train_stage(settings, "teacher", "base", settings.config_file("toy_teacher.yaml"), [], budget.get("teacher"))
+        models.update(_train_stages(settings, [("teacher", "base", settings.config_file("toy_teacher.yaml"), [])], budget))
     guidance = resolve_teacher_guidance(settings, models["teacher"])
     models["pruned-paper"], importance = _prune_stages(settings, models["teacher"], guidance)
     distill = settings.config_file("toy_distill.yaml")
     teacher_sets = _model_paths(models["teacher"])
-    for stage, layout in (("distill-paper", settings.config_file("toy_paper_layout.yaml")), ("distill-importance", importance)):
-        sets = [*teacher_sets, f"objective.layout={layout}", f"objective.guidance_scale={guidance}"]
-        models[stage] = _train_stage(settings, stage, "distill", distill, sets, budget.get(stage))
+    models.update(_train_stages(settings, [
+        (stage, "distill", distill, [*teacher_sets, f"objective.layout={layout}", f"objective.guidance_scale={guidance}"])
+        for stage, layout in (("distill-paper", settings.config_file("toy_paper_layout.yaml")), ("distill-importance", importance))
+    ], budget))
     consistency = settings.config_file("toy_consistency.yaml")
     w_min, w_max, w_sample = stage2_guidance(guidance)
     student = [*teacher_sets, f"objective.student={models[settings.consistency_from]}",
                f"objective.w_min={w_min}", f"objective.w_max={w_max}", f"sample.guidance_scale={w_sample}"]
-    models["consistency"] = _train_stage(settings, "consistency", "consistency", consistency, [*student, "objective.rewards=[]"], budget.get("consistency"))
-    models["consistency-reward"] = _train_stage(
-        settings, "consistency-reward", "consistency", consistency, [*student, f"objective.rewards={_reward_yaml(settings)}"], budget.get("consistency-reward")
-    )
+    models.update(_train_stages(settings, [
+        ("consistency", "consistency", consistency, [*student, "objective.rewards=[]"]),
+        ("consistency-reward", "consistency", consistency, [*student, f"objective.rewards={_reward_yaml(settings)}"]),
+    ], budget))
     return models
 
 
@@ -461,6 +525,7 @@ def _run(args: argparse.Namespace) -> int:
         vocabulary=args.vocabulary,
         teacher=Path(args.teacher) if args.teacher else None,
         consistency_from=args.consistency_from,
+        parallel=args.parallel,
     )
     run_recipe(settings)
     return 0
@@ -491,4 +556,6 @@ def add_recipe_parser(commands: Any) -> None:
     parser.add_argument("--consistency-from", default="distill-paper", choices=("distill-paper", "distill-importance"),
                         help="the stage-1 student stage 2 starts from (default distill-paper, the paper's map)")
     parser.add_argument("--vocabulary", default="full", help="toy vocabulary of training clips and prompts: full or core (default full)")
+    parser.add_argument("--parallel", action="store_true",
+                        help="train the two students of each stage at once, each in its own process (for a GPU)")
     parser.set_defaults(func=_run)
