@@ -217,12 +217,17 @@ def _run_side_by_side(runs: list[StageRun]) -> None:
             argv = [sys.executable, "-m", "hummingbird_t2v.cli", *run.argv, *(["--resume"] if run.resume else [])]
             processes.append((run, log, subprocess.Popen(argv, stdout=stream, stderr=subprocess.STDOUT)))
     failed = []
-    for run, log, process in processes:
-        code = process.wait()
-        if code == 0:
-            _finish_stage(run, time.perf_counter() - started)
-        else:
-            failed.append(f"stage {run.stage} failed (exit {code}); its output is in {log}")
+    try:
+        for run, log, process in processes:
+            code = process.wait()
+            if code == 0:
+                _finish_stage(run, time.perf_counter() - started)
+            else:
+                failed.append(f"stage {run.stage} failed (exit {code}); its output is in {log}")
+    except BaseException:  # e.g. Ctrl-C: stop the trainings too (a rerun resumes them)
+        for _, _, process in processes:
+            process.terminate()
+        raise
     if failed:
         raise RecipeError("; ".join(failed))
 
