@@ -16,6 +16,7 @@
 # OUT_DIR/weights.tar.part-* | tar -x). At these tiny sizes a GPU step is mostly fixed overhead:
 # raise the batch sizes below if the budget is short.
 # Runs from a checkout: PYTHONPATH=src, no install needed where torch and the dependencies exist.
+# No sample videos are written (sample.prompts=[]), so PyAV need not be installed on the GPU host.
 set -uo pipefail
 out=${1:?usage: gpu_toy_recipe.sh OUT_DIR [TRAIN_MINUTES] [WALL_SECONDS] [SPEED_SECONDS]}
 minutes=${2:-6}
@@ -42,7 +43,7 @@ if [ -n "${TEACHER_INIT:-}" ]; then
   timeout "${TEACHER_INIT_SECONDS:-240}" python3 -m hummingbird_t2v.cli train base --config configs/toy_teacher_core.yaml \
     --output "$run/teacher-continued" --set model.unet.path="$TEACHER_INIT" --set objective.frame_offset_noise=0.25 \
     --set run.max_steps="${TEACHER_INIT_STEPS:-700}" --set optim.lr="${TEACHER_INIT_LR:-3e-4}" --set data.batch_size=32 \
-    --set data.num_workers=6 --set sample.every=0 --set logging.tensorboard=false --set checkpoint.every=250 \
+    --set data.num_workers=6 --set sample.every=0 --set 'sample.prompts=[]' --set logging.tensorboard=false --set checkpoint.every=250 \
     --set run.device="$device" ${TEACHER_INIT_SETS:-} 2>&1 | tee -a "$out/recipe.log"
   if [ -f "$run/teacher-continued/model/model_index.json" ]; then
     timeout "${TEACHER_EVAL_SECONDS:-90}" python3 -m hummingbird_t2v.cli toyworld eval --model "$run/teacher-continued/model" \
@@ -56,7 +57,7 @@ fi
 # Batches sized for a GPU (the configs' batches are sized for 2 CPU cores); learning rates as configured.
 if [ "$wall" -gt 0 ]; then
 timeout "$wall" python3 -m hummingbird_t2v.cli toyworld recipe -o "$run" --minutes "$minutes" \
-  --set all:data.num_workers=6 --set all:logging.tensorboard=false \
+  --set all:data.num_workers=6 --set all:logging.tensorboard=false --set 'all:sample.prompts=[]' \
   --set teacher:data.batch_size=32 --set teacher:sample.every=0 --set teacher:checkpoint.every=1000 \
   --set distill-paper:data.batch_size=32 --set distill-importance:data.batch_size=32 \
   --set consistency:data.batch_size=16 --set consistency-reward:data.batch_size=16 \
