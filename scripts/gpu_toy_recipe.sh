@@ -3,8 +3,8 @@
 # teacher's first 615 steps; docs/toy-model.md).
 #   bash scripts/gpu_toy_recipe.sh OUT_DIR [TRAIN_MINUTES] [WALL_SECONDS] [SPEED_SECONDS]
 #   TRAIN_EVALUATOR=1 EVALUATOR_STEPS=3000 [EVALUATOR_CORE_FRACTION=0.5] bash scripts/gpu_toy_recipe.sh ...   # retrain the toy evaluator first
-#   RECIPE_ARGS="--teacher src/hummingbird_t2v/assets/toy/model --vocabulary core" bash scripts/gpu_toy_recipe.sh ...
-#     # the students of the built-in model, on its core vocabulary (no teacher stage)
+#   RECIPE_ARGS="--teacher src/hummingbird_t2v/assets/toy/model --vocabulary core --parallel" bash scripts/gpu_toy_recipe.sh ...
+#     # the students of the built-in model, on its core vocabulary (no teacher stage), each pair side by side
 #   TEACHER_INIT=src/hummingbird_t2v/assets/toy/model TEACHER_INIT_STEPS=700 bash scripts/gpu_toy_recipe.sh ...
 #     # first train that teacher on (core vocabulary, configs/toy_teacher_core.yaml with per-frame offset
 #     # noise), score it (its videos saved to runs/toy-gpu/teacher_continued.npz), then the recipe's students
