@@ -89,17 +89,15 @@ def paired_comparison(a: Any, b: Any, evaluator: Any) -> dict[str, PairedCounts]
 
 
 def format_comparison(counts: dict[str, PairedCounts], label_a: str, label_b: str) -> str:
+    from hummingbird_t2v.toyworld.evaluator import align_columns
+
     headers = ["attribute", "A", "B", "both", "only A", "only B", "neither", "McNemar p"]
     rows = [
         [name, f"{100 * c.accuracy_a:.1f}%", f"{100 * c.accuracy_b:.1f}%", str(c.both), str(c.only_a), str(c.only_b),
          str(c.neither), f"{c.p_value:.3g}"]
         for name, c in counts.items()
     ]
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    lines = [f"A: {label_a}", f"B: {label_b}"]
-    for row in [headers, *rows]:
-        lines.append("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
-    return "\n".join(lines)
+    return "\n".join([f"A: {label_a}", f"B: {label_b}", *align_columns(headers, rows)])
 
 
 def run_compare(args: argparse.Namespace) -> int:

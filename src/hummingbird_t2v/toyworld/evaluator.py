@@ -307,10 +307,16 @@ def format_confusion(counts: Mapping[str, Mapping[str, int]], name: str) -> str:
         row = counts[value]
         total = sum(row.values())
         rows.append([value, *(str(row.get(r, 0)) for r in read), f"{row.get(value, 0)}/{total}"])
+    return "\n".join(align_columns(headers, rows))
+
+
+def align_columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Text table lines: the first column left-aligned, the others right-aligned (counts, percentages)."""
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    lines = ["  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths, strict=True)))
-             for row in [headers, *rows]]
-    return "\n".join(line.rstrip() for line in lines)
+    return [
+        "  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip()
+        for row in [headers, *rows]
+    ]
 
 
 def chance_accuracy(name: str) -> float:
