@@ -12,7 +12,12 @@ from hummingbird_t2v.cli import main
 from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.toyworld import ToyWorld, ToyWorldConfig
 from hummingbird_t2v.toyworld.compare import exact_mcnemar_p, paired_comparison
-from hummingbird_t2v.toyworld.evaluator import EVAL_WORLD_SEED, SavedEvalVideos, eval_scenes, save_eval_videos
+from hummingbird_t2v.toyworld.evaluator import (
+    EVAL_WORLD_SEED,
+    SavedEvalVideos,
+    eval_scenes,
+    save_eval_videos,
+)
 from hummingbird_t2v.toyworld.scene import VOCABULARY_PRESETS
 
 

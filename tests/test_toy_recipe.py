@@ -10,7 +10,11 @@ import pytest
 import yaml
 
 from hummingbird_t2v.errors import ConfigError
-from hummingbird_t2v.toyworld.recipe import TRAIN_STAGES, add_recipe_parser, stage2_guidance
+from hummingbird_t2v.toyworld.recipe import (
+    TRAIN_STAGES,
+    add_recipe_parser,
+    stage2_guidance,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -137,15 +141,18 @@ def test_stage2_trains_around_the_teachers_guidance_in_lcm_form(teacher, expecte
 
 def test_a_failed_stage_side_by_side_names_its_log_and_the_other_one_finishes(tmp_path):
     """Two tiny stage-1 runs with --parallel from a tiny random teacher: one config is broken."""
+    import torch
+
     from hummingbird_t2v.models.unet import UNet3D
     from hummingbird_t2v.models.unet_config import get_unet_preset
     from hummingbird_t2v.models.vae import VAEConfig, VideoVAE
-    from hummingbird_t2v.models.word_text_encoder import WordTextEncoder, WordTextEncoderConfig
+    from hummingbird_t2v.models.word_text_encoder import (
+        WordTextEncoder,
+        WordTextEncoderConfig,
+    )
     from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
     from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
     from hummingbird_t2v.toyworld.recipe import RecipeError
-
-    import torch
     torch.manual_seed(0)
     text_encoder = WordTextEncoder(WordTextEncoderConfig(vocabulary=("a", "red", "circle"), width=32, layers=1, heads=2))
     unet = UNet3D(get_unet_preset("tiny-vc2").replace(context_dim=32, channel_mult=(1, 2, 2)))
