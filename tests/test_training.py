@@ -315,6 +315,29 @@ def test_min_snr_weighting_scales_each_clip_by_min_snr_gamma_over_snr():
         DiffusionSettings(min_snr_gamma=0.0)
 
 
+def test_snr_floor_lifts_the_clean_latent_weight_of_the_noisiest_steps():
+    batch = _batch()
+    objective = DiffusionObjective(_Recorder(), DiffusionSettings(min_snr_gamma=5.0, snr_floor=0.1))
+    output = objective(batch, torch.Generator().manual_seed(3))
+    replay = torch.Generator().manual_seed(3)
+    t = torch.randint(0, 1000, (4,), generator=replay)
+    noise = torch.randn(batch.latents.shape, generator=replay)
+    alpha_bar = objective.alphas_cumprod[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    clean_weight = torch.maximum(torch.minimum(snr, torch.tensor(5.0)), torch.tensor(0.1))
+    torch.testing.assert_close(output.loss, (clean_weight / snr * noise.pow(2).flatten(1).mean(1)).mean())
+    # At t = 999 (SNR 0.0047) the eps error weighs 0.1 / SNR, about 21 times what Min-SNR alone gives it.
+    floor_only = DiffusionObjective(_Recorder(), DiffusionSettings(snr_floor=0.1))
+    unbounded = floor_only(batch, torch.Generator().manual_seed(3)).loss
+    torch.testing.assert_close(unbounded, (snr.clamp(min=0.1) / snr * noise.pow(2).flatten(1).mean(1)).mean())
+    snr_999 = floor_only.alphas_cumprod[999] / (1 - floor_only.alphas_cumprod[999])
+    assert 20 < float(0.1 / snr_999) < 23
+    with pytest.raises(ConfigError, match="snr_floor"):
+        DiffusionSettings(snr_floor=0.0)
+    with pytest.raises(ConfigError, match="must not exceed"):
+        DiffusionSettings(min_snr_gamma=5.0, snr_floor=6.0)
+
+
 def test_offset_noise_adds_one_value_per_clip_and_channel():
     batch = _batch()
     model = _Recorder()

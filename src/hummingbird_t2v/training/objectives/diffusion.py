@@ -7,7 +7,11 @@ sqrt(1-ᾱ_t)·ε; the caption embedding is replaced by the empty prompt's with 
 mean((ε_θ(z_t, t, c, fps) - ε)²), optionally weighted per clip by Min-SNR-γ (Hang et al. 2023):
 w(t) = min(SNR(t), γ) / SNR(t) with SNR = ᾱ/(1-ᾱ), which stops the many easy low-noise steps from
 dominating the gradient, so the high-noise steps that decide layout, colour and motion learn
-faster. Optional offset noise (Guttenberg 2023) adds to ε one Gaussian value per clip and channel,
+faster. Optional `snr_floor` raises the weight of the highest-noise steps instead: seen as a
+loss on the predicted clean latent, the eps loss weighs each step by SNR(t) (min(SNR, γ) with
+Min-SNR), which is 0.005 at t = 999, so the steps that alone decide where a trajectory starts and
+which way it runs barely count; the floor keeps that clean-latent weight at least `snr_floor`
+(1 is Salimans & Ho's truncated-SNR weighting). Optional offset noise (Guttenberg 2023) adds to ε one Gaussian value per clip and channel,
 shared by every frame and pixel (scaled by `offset_noise`): with the scaled-linear schedule the
 mean of a noisy latent still reveals the clip's mean colour at t = 999 (the mean of 16x16x8
 elements has a signal-to-noise ratio near 10 there), so a model can read the background colour
@@ -60,6 +64,8 @@ class DiffusionSettings:
     scale_b: float = VC2_SCALE_B
     # Min-SNR-γ loss weighting (5 is the paper's value); None: plain MSE, as VideoCrafter2 trains.
     min_snr_gamma: float | None = None
+    # Lower bound on the clean-latent weight min(SNR, γ) (None: none): eps weight max(min(SNR, γ), floor)/SNR.
+    snr_floor: float | None = None
     # Offset noise scale (0.1 is usual); 0: plain Gaussian noise, as VideoCrafter2 trains.
     offset_noise: float = 0.0
     # Offset noise drawn per frame as well (scale; 0: off): video latents (b, c, frames, h, w) only.
@@ -72,6 +78,12 @@ class DiffusionSettings:
             raise ConfigError(f"objective.frame_offset_noise must be >= 0 (0.1 is usual), got {self.frame_offset_noise}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ConfigError(f"objective.min_snr_gamma must be > 0 (5 is usual) or null, got {self.min_snr_gamma}")
+        if self.snr_floor is not None and not self.snr_floor > 0:
+            raise ConfigError(f"objective.snr_floor must be > 0 (0.1 lifts t > 700 on the toy schedule) or null, got {self.snr_floor}")
+        if self.snr_floor is not None and self.min_snr_gamma is not None and self.snr_floor > self.min_snr_gamma:
+            raise ConfigError(
+                f"objective.snr_floor ({self.snr_floor}) must not exceed objective.min_snr_gamma ({self.min_snr_gamma})"
+            )
         if not 0.0 <= self.prompt_dropout <= 1.0:
             raise ConfigError(f"objective.prompt_dropout must lie in [0, 1], got {self.prompt_dropout}")
         if not 0.0 < self.scale_b <= 1.0:
@@ -127,12 +139,14 @@ class DiffusionObjective(Objective):
         context = torch.where(drop.view(b, 1, 1), batch.uncond_context, batch.context)
 
         eps = self.model(z_t, t, context, fps=batch.fps)
-        if self.settings.min_snr_gamma is None:
+        s = self.settings
+        if s.min_snr_gamma is None and s.snr_floor is None:
             return ObjectiveOutput(loss=F.mse_loss(eps.float(), noise))
         per_clip = (eps.float() - noise).pow(2).flatten(1).mean(1)
         snr = self.alphas_cumprod[t] / (1.0 - self.alphas_cumprod[t])
-        weight = snr.clamp(max=self.settings.min_snr_gamma) / snr
-        return ObjectiveOutput(loss=(weight * per_clip).mean())
+        # The weight of the clean-latent error, then divided by SNR to weigh the eps error.
+        clean_weight = snr.clamp(max=s.min_snr_gamma, min=s.snr_floor)
+        return ObjectiveOutput(loss=(clean_weight / snr * per_clip).mean())
 
     def pipeline_config(self, defaults: SamplingDefaults) -> PipelineConfig:
         s = self.settings
