@@ -338,6 +338,18 @@ def test_snr_floor_lifts_the_clean_latent_weight_of_the_noisiest_steps():
         DiffusionSettings(min_snr_gamma=5.0, snr_floor=6.0)
 
 
+def test_timestep_range_draws_only_the_steps_asked_for():
+    model = _Recorder()
+    objective = DiffusionObjective(model, DiffusionSettings(timestep_range=(600, 999)))
+    for seed in range(8):
+        objective(_batch(), torch.Generator().manual_seed(seed))
+    drawn = torch.cat([call[1] for call in model.calls])
+    assert drawn.min() >= 600 and drawn.max() <= 999 and len(set(drawn.tolist())) > 20
+    for bad in ((700, 600), (-1, 10), (0, 1000), (5,)):
+        with pytest.raises(ConfigError, match="timestep_range"):
+            DiffusionSettings(timestep_range=bad)
+
+
 def test_offset_noise_adds_one_value_per_clip_and_channel():
     batch = _batch()
     model = _Recorder()

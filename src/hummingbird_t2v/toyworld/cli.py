@@ -150,13 +150,19 @@ def _add_compare(commands: Any) -> None:
     add_compare_parser(commands)
 
 
+def _add_probe(commands: Any) -> None:
+    from hummingbird_t2v.toyworld.probe import add_probe_parser
+
+    add_probe_parser(commands)
+
+
 def _add_recipe(commands: Any) -> None:
     from hummingbird_t2v.toyworld.recipe import add_recipe_parser
 
     add_recipe_parser(commands)
 
 
-_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_make, _add_vocab, _add_eval, _add_compare, _add_recipe)
+_SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_add_make, _add_vocab, _add_eval, _add_compare, _add_probe, _add_recipe)
 
 
 def add_parser(subparsers: Any) -> None:

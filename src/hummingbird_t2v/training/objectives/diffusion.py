@@ -66,6 +66,8 @@ class DiffusionSettings:
     min_snr_gamma: float | None = None
     # Lower bound on the clean-latent weight min(SNR, γ) (None: none): eps weight max(min(SNR, γ), floor)/SNR.
     snr_floor: float | None = None
+    # Draw t from [low, high] only (None: every step): e.g. to spend a fine-tune on the noisiest steps.
+    timestep_range: tuple[int, int] | None = None
     # Offset noise scale (0.1 is usual); 0: plain Gaussian noise, as VideoCrafter2 trains.
     offset_noise: float = 0.0
     # Offset noise drawn per frame as well (scale; 0: off): video latents (b, c, frames, h, w) only.
@@ -84,6 +86,14 @@ class DiffusionSettings:
             raise ConfigError(
                 f"objective.snr_floor ({self.snr_floor}) must not exceed objective.min_snr_gamma ({self.min_snr_gamma})"
             )
+        if self.timestep_range is not None:
+            if len(self.timestep_range) != 2:
+                raise ConfigError(f"objective.timestep_range is [low, high], got {self.timestep_range}")
+            low, high = self.timestep_range
+            if not 0 <= low <= high < self.num_train_timesteps:
+                raise ConfigError(
+                    f"objective.timestep_range must satisfy 0 <= low <= high < {self.num_train_timesteps}, got {list(self.timestep_range)}"
+                )
         if not 0.0 <= self.prompt_dropout <= 1.0:
             raise ConfigError(f"objective.prompt_dropout must lie in [0, 1], got {self.prompt_dropout}")
         if not 0.0 < self.scale_b <= 1.0:
@@ -111,13 +121,8 @@ class DiffusionObjective(Objective):
         z0 = batch.latents.float()
         b = z0.shape[0]
         device = z0.device
-        t = torch.randint(
-            0,
-            self.settings.num_train_timesteps,
-            (b,),
-            generator=generator,
-            device=device,
-        )
+        low, high = self.settings.timestep_range or (0, self.settings.num_train_timesteps - 1)
+        t = torch.randint(low, high + 1, (b,), generator=generator, device=device)
         noise = torch.randn(z0.shape, generator=generator, device=device)
         drop = torch.rand(b, generator=generator, device=device) < self.settings.prompt_dropout
         if self.settings.offset_noise > 0:

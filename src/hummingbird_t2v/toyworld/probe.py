@@ -1,0 +1,257 @@
+"""`hummingbird toyworld probe`: does a model's noise prediction use one word of the caption?
+
+    hummingbird toyworld probe --model MODEL_FOLDER --swap direction   # left<->right, up<->down
+    hummingbird toyworld probe --model MODEL_FOLDER --swap color --n 64 --timesteps 999,700,400
+
+A video evaluation (`toyworld eval`) says *whether* generated videos follow a word; this says
+*why not* in a few minutes, without sampling. Real clips of the evaluation world are noised to a
+few timesteps, and the model predicts the noise three times from the same noisy latent: with the
+clip's own caption, with the same caption with one word swapped (`--swap`), and with the empty
+prompt. A model that uses the word predicts the noise better from the true caption than from the
+swapped one, in most clips; a model that ignores it cannot tell the two apart. Per timestep the
+table gives the three mean squared errors, the share of the caption's benefit that the word
+carries ((swapped - asked) / (empty - asked)), how many clips the asked caption fits better, and
+the exact two-sided sign-test p-value of that count.
+
+Swaps (on the first object): direction (left<->right, up<->down and the diagonals mirrored: the
+sign of a motion), axis (left/right <-> up/down: its axis), color and shape (the next value of the
+vocabulary, never the background's colour). Clips whose object the swap does not apply to (e.g.
+a still object for `direction`) are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from hummingbird_t2v.diffusion.schedule import scaled_linear_alphas_cumprod
+from hummingbird_t2v.errors import ConfigError
+from hummingbird_t2v.toyworld.captions import canonical_caption
+from hummingbird_t2v.toyworld.compare import exact_mcnemar_p
+from hummingbird_t2v.toyworld.evaluator import EVAL_WORLD_SEED, align_columns
+from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
+from hummingbird_t2v.toyworld.scene import (
+    SceneSpec,
+    SceneVocabulary,
+    resolve_vocabulary,
+)
+
+__all__ = ["SWAPS", "ProbeRow", "add_probe_parser", "format_probe", "probe_caption_word", "swap_word"]
+
+_OPPOSITE = {
+    "left": "right", "right": "left", "up": "down", "down": "up",
+    "up_left": "down_right", "down_right": "up_left", "up_right": "down_left", "down_left": "up_right",
+}
+_OTHER_AXIS = {"left": "up", "right": "down", "up": "left", "down": "right"}
+SWAPS = ("direction", "axis", "color", "shape")
+DEFAULT_TIMESTEPS = (999, 900, 800, 700, 500, 300)
+
+
+def _next_value(values: Sequence[str], current: str, avoid: set[str]) -> str | None:
+    start = values.index(current) if current in values else -1
+    for offset in range(1, len(values) + 1):
+        candidate = values[(start + offset) % len(values)]
+        if candidate != current and candidate not in avoid:
+            return candidate
+    return None
+
+
+def swap_word(scene: SceneSpec, swap: str, vocabulary: SceneVocabulary) -> SceneSpec | None:
+    """`scene` with its first object's `swap` attribute changed, or None where it does not apply."""
+    first = scene.objects[0]
+    if swap == "direction":
+        changed = _OPPOSITE.get(first.motion)
+        field = "motion"
+    elif swap == "axis":
+        changed = _OTHER_AXIS.get(first.motion)
+        field = "motion"
+    elif swap == "color":
+        changed = _next_value(vocabulary.colors, first.color, {scene.background.color})
+        field = "color"
+    elif swap == "shape":
+        changed = _next_value(vocabulary.shapes, first.shape, set())
+        field = "shape"
+    else:
+        raise ConfigError(f"unknown swap {swap!r}; choose one of {', '.join(SWAPS)}")
+    if changed is None:
+        return None
+    return replace(scene, objects=(replace(first, **{field: changed}), *scene.objects[1:]))
+
+
+@dataclass(frozen=True)
+class ProbeRow:
+    timestep: int
+    asked: float  # mean squared error of the predicted noise, true caption
+    swapped: float  # ... one word swapped
+    empty: float  # ... empty prompt
+    prefers_asked: int  # clips whose true caption predicts the noise better than the swapped one
+    prefers_swapped: int
+
+    @property
+    def word_share(self) -> float:
+        """How much of the caption's benefit over the empty prompt the swapped word carries."""
+        benefit = self.empty - self.asked
+        return (self.swapped - self.asked) / benefit if benefit > 0 else float("nan")
+
+    @property
+    def p_value(self) -> float:
+        return exact_mcnemar_p(self.prefers_asked, self.prefers_swapped)
+
+
+def _probe_clips(
+    count: int, swap: str, world_seed: int, vocabulary: SceneVocabulary, num_frames: int, height: int, width: int, fps: int
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """The first `count` clips of the world whose object `swap` applies to: frames, captions, swapped captions."""
+    world = ToyWorld(
+        ToyWorldConfig(height=height, width=width, num_frames=num_frames, fps=fps, seed=world_seed, paraphrase=False, vocabulary=vocabulary)
+    )
+    frames, asked, swapped = [], [], []
+    index = 0
+    # A vocabulary where the swap never applies (e.g. no moving objects) would loop forever.
+    limit = max(1000, 50 * count)
+    while len(frames) < count:
+        if index >= limit:
+            raise ConfigError(f"found only {len(frames)} of {count} clips whose object a '{swap}' swap applies to in {limit} scenes; pick another --swap or vocabulary")
+        scene = world.scene(index)
+        other = swap_word(scene, swap, vocabulary)
+        if other is not None:
+            frames.append(world.clip(index).frames)
+            asked.append(canonical_caption(scene))
+            swapped.append(canonical_caption(other))
+        index += 1
+    return np.stack(frames), asked, swapped
+
+
+@torch.no_grad()
+def probe_caption_word(
+    pipe: Any,
+    *,
+    swap: str,
+    count: int = 32,
+    timesteps: Sequence[int] = DEFAULT_TIMESTEPS,
+    world_seed: int = EVAL_WORLD_SEED,
+    vocabulary: SceneVocabulary | str | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> list[ProbeRow]:
+    """One ProbeRow per timestep for `pipe` (a DDIM-sampled HummingbirdPipeline: a teacher)."""
+    if swap not in SWAPS:
+        raise ConfigError(f"unknown swap {swap!r}; choose one of {', '.join(SWAPS)}")
+    if count < 1 or batch_size < 1:
+        raise ConfigError(f"need --n >= 1 and --batch-size >= 1, got {count} and {batch_size}")
+    steps = pipe.config.num_train_timesteps
+    if not timesteps or any(not 0 <= t < steps for t in timesteps):
+        raise ConfigError(f"timesteps must lie in 0..{steps - 1}, got {list(timesteps)}")
+    if pipe.unet.config.time_cond_proj_dim:
+        raise ConfigError("the probe reads a teacher's eps prediction; this model is a consistency student (guidance projection)")
+    d = pipe.config.defaults
+    frames, asked, swapped = _probe_clips(count, swap, world_seed, resolve_vocabulary(vocabulary), d.num_frames, d.height, d.width, d.fps)
+    # The table the teacher was trained with (diffusion objective) and samples with (DDIM).
+    c = pipe.config
+    alphas_cumprod = scaled_linear_alphas_cumprod(c.num_train_timesteps, c.beta_start, c.beta_end, precision="float64_then_float32")
+    generator = torch.Generator().manual_seed(seed)
+    errors = {name: torch.zeros(len(timesteps), count) for name in ("asked", "swapped", "empty")}
+    for start in range(0, count, batch_size):
+        chunk = slice(start, start + batch_size)
+        video = torch.from_numpy(frames[chunk]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+        latents = pipe.vae.encode(video.to(pipe.device, pipe.dtype)).float()
+        b = latents.shape[0]
+        contexts = {
+            "asked": pipe.encode_prompt(asked[chunk]),
+            "swapped": pipe.encode_prompt(swapped[chunk]),
+            "empty": pipe.encode_prompt([""] * b),
+        }
+        fps = torch.full((b,), d.fps, dtype=torch.long, device=pipe.device)
+        for row, t in enumerate(timesteps):
+            noise = torch.randn(latents.shape, generator=generator).to(pipe.device)
+            alpha_bar = alphas_cumprod[t]
+            noisy = (alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise).to(pipe.dtype)
+            t_batch = torch.full((b,), t, device=pipe.device)
+            for name, context in contexts.items():
+                eps = pipe.unet(noisy, t_batch, context, fps=fps).float()
+                errors[name][row, chunk] = (eps - noise).pow(2).flatten(1).mean(1).cpu()
+    return [
+        ProbeRow(
+            timestep=int(t),
+            asked=float(errors["asked"][row].mean()),
+            swapped=float(errors["swapped"][row].mean()),
+            empty=float(errors["empty"][row].mean()),
+            prefers_asked=int((errors["asked"][row] < errors["swapped"][row]).sum()),
+            prefers_swapped=int((errors["swapped"][row] < errors["asked"][row]).sum()),
+        )
+        for row, t in enumerate(timesteps)
+    ]
+
+
+def format_probe(rows: Sequence[ProbeRow]) -> str:
+    headers = ["t", "asked", "swapped", "empty", "word share", "asked fits better", "p"]
+    body = [
+        [
+            str(r.timestep),
+            f"{r.asked:.5f}",
+            f"{r.swapped:.5f}",
+            f"{r.empty:.5f}",
+            f"{r.word_share:.3f}",
+            f"{r.prefers_asked}/{r.prefers_asked + r.prefers_swapped}",
+            f"{r.p_value:.3g}",
+        ]
+        for r in rows
+    ]
+    return "\n".join(align_columns(headers, body))
+
+
+def _parse_timesteps(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--timesteps takes comma-separated integers such as 999,700,400, got {text!r}") from None
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
+    from hummingbird_t2v.toyworld.builtin import (
+        builtin_model_folder,
+        model_toy_vocabulary,
+    )
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model = args.model if args.model is not None else builtin_model_folder()
+    if model is None:
+        raise ConfigError("no built-in toy model in this install; name a teacher model folder with --model")
+    vocabulary = args.vocabulary if args.vocabulary is not None else model_toy_vocabulary(model)
+    pipe = HummingbirdPipeline.from_pretrained(model, device=args.device)
+    timesteps = _parse_timesteps(args.timesteps)
+    rows = probe_caption_word(
+        pipe, swap=args.swap, count=args.n, timesteps=timesteps, world_seed=args.world_seed,
+        vocabulary=vocabulary, seed=args.seed, batch_size=args.batch_size,
+    )
+    print(f"caption probe of {model}: swap {args.swap}, {args.n} clips of the evaluation world (seed {args.world_seed})")
+    print(format_probe(rows))
+    return 0
+
+
+def add_probe_parser(commands: Any) -> None:
+    """Register `probe` on the `hummingbird toyworld` sub-command parsers."""
+    parser = commands.add_parser(
+        "probe",
+        help="does a model's noise prediction use one caption word (direction, axis, color, shape)?",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", default=None, help="teacher model folder (default: the built-in toy model)")
+    parser.add_argument("--swap", choices=SWAPS, required=True, help="which word of the caption to swap")
+    parser.add_argument("--n", type=int, default=32, help="number of clips (default 32)")
+    parser.add_argument("--timesteps", default=",".join(map(str, DEFAULT_TIMESTEPS)), help="comma-separated noise levels")
+    parser.add_argument("--world-seed", type=int, default=EVAL_WORLD_SEED, help=f"evaluation world (default {EVAL_WORLD_SEED})")
+    parser.add_argument("--vocabulary", default=None, help="toy vocabulary (default: the model's, else full)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per forward pass (default 16)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser.set_defaults(func=run_probe)
