@@ -11,9 +11,10 @@ faster. Optional `snr_floor` raises the weight of the highest-noise steps instea
 loss on the predicted clean latent, the eps loss weighs each step by SNR(t) (min(SNR, γ) with
 Min-SNR), which is 0.005 at t = 999, so the steps that alone decide where a trajectory starts and
 which way it runs barely count; the floor keeps that clean-latent weight at least `snr_floor`
-(1 is Salimans & Ho's truncated-SNR weighting). Optional offset noise (Guttenberg 2023) adds to ε one Gaussian value per clip and channel,
-shared by every frame and pixel (scaled by `offset_noise`): with the scaled-linear schedule the
-mean of a noisy latent still reveals the clip's mean colour at t = 999 (the mean of 16x16x8
+(1 is Salimans & Ho's truncated-SNR weighting); `timestep_range` draws t from a sub-range only.
+Optional offset noise (Guttenberg 2023) adds to ε one Gaussian value per clip and channel, shared
+by every frame and pixel (scaled by `offset_noise`): with the scaled-linear schedule the mean of a
+noisy latent still reveals the clip's mean colour at t = 999 (the mean of 16x16x8
 elements has a signal-to-noise ratio near 10 there), so a model can read the background colour
 off the noise instead of the caption and then, sampling from fresh noise, paints a random one;
 the offset makes that mean uninformative, so the caption has to supply it. Per frame the same
@@ -81,7 +82,7 @@ class DiffusionSettings:
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ConfigError(f"objective.min_snr_gamma must be > 0 (5 is usual) or null, got {self.min_snr_gamma}")
         if self.snr_floor is not None and not self.snr_floor > 0:
-            raise ConfigError(f"objective.snr_floor must be > 0 (0.1 lifts t > 700 on the toy schedule) or null, got {self.snr_floor}")
+            raise ConfigError(f"objective.snr_floor must be > 0 (0.1 lifts t > 686 on the default schedule) or null, got {self.snr_floor}")
         if self.snr_floor is not None and self.min_snr_gamma is not None and self.snr_floor > self.min_snr_gamma:
             raise ConfigError(
                 f"objective.snr_floor ({self.snr_floor}) must not exceed objective.min_snr_gamma ({self.min_snr_gamma})"
