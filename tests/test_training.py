@@ -298,40 +298,37 @@ def test_diffusion_objective_noises_latents_and_regresses_the_noise(rescale):
     assert pipeline_config.sampler == "ddim" and pipeline_config.use_scale is rescale
 
 
-def test_min_snr_weighting_scales_each_clip_by_min_snr_gamma_over_snr():
+def _loss_snr_and_clip_errors(settings: DiffusionSettings, seed: int = 3):
+    """The objective's loss on a batch, and the SNR and per-clip squared noise of the steps it drew."""
     batch = _batch()
-    objective = DiffusionObjective(_Recorder(), DiffusionSettings(min_snr_gamma=5.0))
-    output = objective(batch, torch.Generator().manual_seed(3))
-    replay = torch.Generator().manual_seed(3)
+    objective = DiffusionObjective(_Recorder(), settings)
+    loss = objective(batch, torch.Generator().manual_seed(seed)).loss
+    replay = torch.Generator().manual_seed(seed)
     t = torch.randint(0, 1000, (4,), generator=replay)
     noise = torch.randn(batch.latents.shape, generator=replay)
     alpha_bar = objective.alphas_cumprod[t]
-    snr = alpha_bar / (1 - alpha_bar)
-    expected = (torch.minimum(snr, torch.tensor(5.0)) / snr * noise.pow(2).flatten(1).mean(1)).mean()
-    torch.testing.assert_close(output.loss, expected)
+    return loss, alpha_bar / (1 - alpha_bar), noise.pow(2).flatten(1).mean(1)
+
+
+def test_min_snr_weighting_scales_each_clip_by_min_snr_gamma_over_snr():
+    loss, snr, clip_errors = _loss_snr_and_clip_errors(DiffusionSettings(min_snr_gamma=5.0))
+    torch.testing.assert_close(loss, (torch.minimum(snr, torch.tensor(5.0)) / snr * clip_errors).mean())
     # Low-noise steps (SNR above gamma) are down-weighted, high-noise ones keep weight 1.
-    assert snr.max() > 5 and output.loss < noise.pow(2).mean()
+    assert snr.max() > 5 and loss < clip_errors.mean()
     with pytest.raises(ConfigError, match="min_snr_gamma"):
         DiffusionSettings(min_snr_gamma=0.0)
 
 
 def test_snr_floor_lifts_the_clean_latent_weight_of_the_noisiest_steps():
-    batch = _batch()
-    objective = DiffusionObjective(_Recorder(), DiffusionSettings(min_snr_gamma=5.0, snr_floor=0.1))
-    output = objective(batch, torch.Generator().manual_seed(3))
-    replay = torch.Generator().manual_seed(3)
-    t = torch.randint(0, 1000, (4,), generator=replay)
-    noise = torch.randn(batch.latents.shape, generator=replay)
-    alpha_bar = objective.alphas_cumprod[t]
-    snr = alpha_bar / (1 - alpha_bar)
+    loss, snr, clip_errors = _loss_snr_and_clip_errors(DiffusionSettings(min_snr_gamma=5.0, snr_floor=0.1))
+    assert snr.min() < 0.1 and snr.max() > 5  # the batch has steps below the floor and above gamma
     clean_weight = torch.maximum(torch.minimum(snr, torch.tensor(5.0)), torch.tensor(0.1))
-    torch.testing.assert_close(output.loss, (clean_weight / snr * noise.pow(2).flatten(1).mean(1)).mean())
+    torch.testing.assert_close(loss, (clean_weight / snr * clip_errors).mean())
+    floor_only, snr, clip_errors = _loss_snr_and_clip_errors(DiffusionSettings(snr_floor=0.1))
+    torch.testing.assert_close(floor_only, (snr.clamp(min=0.1) / snr * clip_errors).mean())
     # At t = 999 (SNR 0.0047) the eps error weighs 0.1 / SNR, about 21 times what Min-SNR alone gives it.
-    floor_only = DiffusionObjective(_Recorder(), DiffusionSettings(snr_floor=0.1))
-    unbounded = floor_only(batch, torch.Generator().manual_seed(3)).loss
-    torch.testing.assert_close(unbounded, (snr.clamp(min=0.1) / snr * noise.pow(2).flatten(1).mean(1)).mean())
-    snr_999 = floor_only.alphas_cumprod[999] / (1 - floor_only.alphas_cumprod[999])
-    assert 20 < float(0.1 / snr_999) < 23
+    alpha_bar = DiffusionObjective(_Recorder()).alphas_cumprod[999]
+    assert 20 < float(0.1 * (1 - alpha_bar) / alpha_bar) < 23
     with pytest.raises(ConfigError, match="snr_floor"):
         DiffusionSettings(snr_floor=0.0)
     with pytest.raises(ConfigError, match="must not exceed"):
