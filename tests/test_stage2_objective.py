@@ -235,12 +235,17 @@ def test_ema_target_follows_the_student(small_unets):
     def live_target_eps(terms):
         return ema.model(terms.z_te.float(), terms.end_timesteps, batch.context, fps=8, timestep_cond=terms.w_embedding)
 
+    # At the start the EMA weights are the student's, exactly: the same target network.
+    student = dict(ema.model.named_parameters())
+    assert len(ema.extra_state_dict()) == len(student)
+    for key, value in ema.extra_state_dict().items():
+        assert torch.equal(value, student[key.removeprefix("target_ema.")]), key
     with torch.no_grad():
         start = ema.distillation_terms(batch, draws)
-        # At the start the EMA weights are the student's: the same target network. (Not bitwise: the
-        # EMA copies sit at other memory alignments, which changes CPU BLAS rounding by ~1e-7, and the
-        # random network amplifies that to ~1e-4.)
-        torch.testing.assert_close(start.target_eps, live_target_eps(start), atol=1e-3, rtol=0)
+        # Their outputs agree only loosely: the EMA copies sit at other memory alignments, which
+        # changes CPU BLAS rounding by ~1e-7, and the random network amplifies that to 1e-4..4e-3
+        # depending on the CPU. The lag after one step, below, is far larger.
+        torch.testing.assert_close(start.target_eps, live_target_eps(start), atol=2e-2, rtol=0)
 
     name = "out.2.weight"
     before = ema.extra_state_dict()["target_ema." + name].clone()

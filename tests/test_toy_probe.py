@@ -70,6 +70,10 @@ def test_the_builtin_model_uses_the_color_word(builtin):
     noise of a real clip better than one naming another colour, in (nearly) every clip."""
     (row,) = probe_caption_word(builtin, swap="color", count=8, timesteps=[700], vocabulary="core", batch_size=8)
     assert row.prefers_asked >= 7 and row.swapped > row.asked and row.word_share > 0.5
+    # A row depends on its timestep's seed only, not on the batch size or the other timesteps probed.
+    again = probe_caption_word(builtin, swap="color", count=8, timesteps=[999, 700], vocabulary="core", batch_size=3)
+    assert again[1].prefers_asked == row.prefers_asked
+    assert again[1].asked == pytest.approx(row.asked, rel=1e-4) and again[1].swapped == pytest.approx(row.swapped, rel=1e-4)
 
 
 def test_probe_rejects_bad_input(builtin, capsys):

@@ -154,7 +154,11 @@ def probe_caption_word(
     # The table the teacher was trained with (diffusion objective) and samples with (DDIM).
     c = pipe.config
     alphas_cumprod = scaled_linear_alphas_cumprod(c.num_train_timesteps, c.beta_start, c.beta_end, precision="float64_then_float32")
-    generator = torch.Generator().manual_seed(seed)
+    # The noise of timestep t comes from its own seed, all clips at once: a row does not depend on
+    # --batch-size or on which other timesteps are probed.
+    factor = pipe.vae.config.downsample_factor
+    shape = (count, pipe.unet.config.in_channels, d.num_frames, d.height // factor, d.width // factor)
+    noises = [torch.randn(shape, generator=torch.Generator().manual_seed(seed * c.num_train_timesteps + t)) for t in timesteps]
     errors = {name: torch.zeros(len(timesteps), count) for name in ("asked", "swapped", "empty")}
     for start in range(0, count, batch_size):
         chunk = slice(start, start + batch_size)
@@ -168,7 +172,7 @@ def probe_caption_word(
         }
         fps = torch.full((b,), d.fps, dtype=torch.long, device=pipe.device)
         for row, t in enumerate(timesteps):
-            noise = torch.randn(latents.shape, generator=generator).to(pipe.device)
+            noise = noises[row][chunk].to(pipe.device)
             alpha_bar = alphas_cumprod[t]
             noisy = (alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise).to(pipe.dtype)
             t_batch = torch.full((b,), t, device=pipe.device)
