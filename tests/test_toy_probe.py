@@ -93,3 +93,17 @@ def test_probe_command_prints_one_row_per_timestep(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert "swap shape, 2 clips" in lines[0] and "asked fits better" in lines[1]
     assert [line.split()[0] for line in lines[2:]] == ["999", "500"]
+
+
+def test_probe_noises_with_the_models_latent_rescale(builtin):
+    """A teacher trained with VideoCrafter2's latent rescale (use_scale) is probed on s(t)·z0, as it
+    was trained: s(0) = 1 leaves t = 0 alone, s(500) = scale_b changes what the model sees."""
+    assert not builtin.config.use_scale  # the toy teacher trains without it
+    plain = probe_caption_word(builtin, swap="shape", count=2, timesteps=[0, 500], vocabulary="core")
+    builtin.config = dataclasses.replace(builtin.config, use_scale=True)
+    try:
+        rescaled = probe_caption_word(builtin, swap="shape", count=2, timesteps=[0, 500], vocabulary="core")
+    finally:
+        builtin.config = dataclasses.replace(builtin.config, use_scale=False)
+    assert rescaled[0].asked == pytest.approx(plain[0].asked, rel=1e-5)
+    assert rescaled[1].asked != pytest.approx(plain[1].asked, rel=1e-3)

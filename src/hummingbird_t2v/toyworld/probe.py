@@ -29,7 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from hummingbird_t2v.diffusion.schedule import scaled_linear_alphas_cumprod
+from hummingbird_t2v.diffusion.schedule import (
+    scaled_linear_alphas_cumprod,
+    vc2_latent_scale_table,
+)
 from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.toyworld.captions import canonical_caption
 from hummingbird_t2v.toyworld.compare import exact_mcnemar_p
@@ -144,16 +147,16 @@ def probe_caption_word(
         raise ConfigError(f"unknown swap {swap!r}; choose one of {', '.join(SWAPS)}")
     if count < 1 or batch_size < 1:
         raise ConfigError(f"need --n >= 1 and --batch-size >= 1, got {count} and {batch_size}")
-    steps = pipe.config.num_train_timesteps
-    if not timesteps or any(not 0 <= t < steps for t in timesteps):
-        raise ConfigError(f"timesteps must lie in 0..{steps - 1}, got {list(timesteps)}")
+    c, d = pipe.config, pipe.config.defaults
+    if not timesteps or any(not 0 <= t < c.num_train_timesteps for t in timesteps):
+        raise ConfigError(f"timesteps must lie in 0..{c.num_train_timesteps - 1}, got {list(timesteps)}")
     if pipe.unet.config.time_cond_proj_dim:
         raise ConfigError("the probe reads a teacher's eps prediction; this model is a consistency student (guidance projection)")
-    d = pipe.config.defaults
     frames, asked, swapped = _probe_clips(count, swap, world_seed, resolve_vocabulary(vocabulary), d.num_frames, d.height, d.width, d.fps)
-    # The table the teacher was trained with (diffusion objective) and samples with (DDIM).
-    c = pipe.config
+    # The noising the teacher was trained with (diffusion objective) and samples with (DDIM),
+    # VideoCrafter2's latent rescale included where the model uses it.
     alphas_cumprod = scaled_linear_alphas_cumprod(c.num_train_timesteps, c.beta_start, c.beta_end, precision="float64_then_float32")
+    latent_scale = vc2_latent_scale_table(c.num_train_timesteps, scale_b=c.scale_b) if c.use_scale else None
     # The noise of timestep t comes from its own seed, all clips at once: a row does not depend on
     # --batch-size or on which other timesteps are probed.
     factor = pipe.vae.config.downsample_factor
@@ -174,7 +177,8 @@ def probe_caption_word(
         for row, t in enumerate(timesteps):
             noise = noises[row][chunk].to(pipe.device)
             alpha_bar = alphas_cumprod[t]
-            noisy = (alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise).to(pipe.dtype)
+            clean = latents * latent_scale[t] if latent_scale is not None else latents
+            noisy = (alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise).to(pipe.dtype)
             t_batch = torch.full((b,), t, device=pipe.device)
             for name, context in contexts.items():
                 eps = pipe.unet(noisy, t_batch, context, fps=fps).float()
