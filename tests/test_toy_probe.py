@@ -79,6 +79,8 @@ def test_the_builtin_model_uses_the_color_word(builtin):
 def test_probe_rejects_bad_input(builtin, capsys):
     with pytest.raises(ConfigError, match="timesteps must lie in 0..999"):
         probe_caption_word(builtin, swap="color", count=2, timesteps=[1000])
+    with pytest.raises(ConfigError, match="unknown swap 'size'"):
+        probe_caption_word(builtin, swap="size", count=2)
     with pytest.raises(ConfigError, match="--n >= 1"):
         probe_caption_word(builtin, swap="color", count=0)
     still_only = dataclasses.replace(CORE, motions=("still",))

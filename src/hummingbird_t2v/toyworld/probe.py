@@ -143,8 +143,6 @@ def probe_caption_word(
     batch_size: int = 16,
 ) -> list[ProbeRow]:
     """One ProbeRow per timestep for `pipe` (a DDIM-sampled HummingbirdPipeline: a teacher)."""
-    if swap not in SWAPS:
-        raise ConfigError(f"unknown swap {swap!r}; choose one of {', '.join(SWAPS)}")
     if count < 1 or batch_size < 1:
         raise ConfigError(f"need --n >= 1 and --batch-size >= 1, got {count} and {batch_size}")
     c, d = pipe.config, pipe.config.defaults
