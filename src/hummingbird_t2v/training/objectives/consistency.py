@@ -39,7 +39,7 @@ import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +79,13 @@ from hummingbird_t2v.training.lora import (
 )
 from hummingbird_t2v.training.objective import Objective, ObjectiveOutput, TrainBatch
 from hummingbird_t2v.training.objectives import ObjectiveSpec, register_objective
+from hummingbird_t2v.training.objectives.reward_terms import (
+    RewardSpec,
+    RewardTerm,
+    build_reward_terms,
+    reward_feedback_loss,
+    select_reward_frames,
+)
 from hummingbird_t2v.training.objectives.students import (
     check_student_source,
     seeded,
@@ -102,9 +109,6 @@ __all__ = [
     "select_reward_frames",
 ]
 
-RewardKind = Literal["image_text", "video_text"]
-# Frames each reward kind scores by default (spec §2.3: reward_batch_size 5, video_rm_batch_size 8).
-DEFAULT_REWARD_FRAMES: dict[str, int] = {"image_text": 5, "video_text": 8}
 _EMA_PREFIX = "target_ema."  # keys of the EMA target weights in extra_state_dict()
 _TEACHER_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -182,64 +186,6 @@ class ConsistencyTerms:
     target_x0: Tensor
     target: Tensor
     loss: Tensor  # pseudo-Huber consistency loss (scalar)
-
-
-class RewardModel(Protocol):
-    """What a reward term needs (implemented in hummingbird_t2v.rewards)."""
-
-    kind: str  # "image_text" or "video_text"
-
-    def score(self, frames: Tensor, prompts: list[str]) -> Tensor:
-        """frames (b, T, 3, H, W) in [0, 1], differentiable -> (b,) scores, higher is better."""
-        ...
-
-
-@dataclass
-class RewardTerm:
-    """One reward in the loss: −weight·mean(model.score(frames of f_θ, prompts))."""
-
-    model: RewardModel
-    weight: float
-    # Frames decoded and scored per clip; None: the model's own `num_frames` if it has one, else
-    # 5 for image-text and 8 for video-text (the official reward_batch_size / video_rm_batch_size).
-    num_frames: int | None = None
-    name: str | None = None  # the log name (reward_<name>); default: the model's kind
-
-    def __post_init__(self) -> None:
-        kind = getattr(self.model, "kind", None)
-        if kind not in DEFAULT_REWARD_FRAMES:
-            raise ConfigError(f"a reward model's kind must be 'image_text' or 'video_text', got {kind!r}")
-        if not callable(getattr(self.model, "score", None)):
-            raise ConfigError(f"reward model {type(self.model).__name__} has no score(frames, prompts) method")
-        if self.num_frames is None:
-            self.num_frames = getattr(self.model, "num_frames", None) or DEFAULT_REWARD_FRAMES[kind]
-        if self.num_frames < 1:
-            raise ConfigError(f"a reward term needs at least one frame, got num_frames={self.num_frames}")
-        if self.name is None:
-            self.name = kind
-
-
-def select_reward_frames(
-    kind: RewardKind, total_frames: int, num_frames: int, generator: torch.Generator | None = None
-) -> Tensor:
-    """Frame indices (num_frames,) int64 a reward scores, drawn as the official trainer draws them.
-
-    image_text: uniform with replacement. video_text: stride s = T // n, a random offset o in
-    [0, s), frames o, o+s, … (n of them); needs T >= n.
-    """
-    device = generator.device if generator is not None else "cpu"
-    if kind == "image_text":
-        return torch.randint(0, total_frames, (num_frames,), generator=generator, device=device)
-    if kind == "video_text":
-        stride = total_frames // num_frames
-        if stride < 1:
-            raise ConfigError(
-                f"a video-text reward on {num_frames} strided frames needs clips of at least {num_frames} "
-                f"frames, got {total_frames}; train on longer clips or lower the term's num_frames"
-            )
-        offset = torch.randint(0, stride, (1,), generator=generator, device=device)
-        return offset + stride * torch.arange(num_frames, device=device)
-    raise ConfigError(f"unknown reward kind {kind!r}; expected 'image_text' or 'video_text'")
 
 
 def add_guidance_projection(unet: UNet3D, dim: int = GUIDANCE_EMBEDDING_DIM) -> UNet3D:
@@ -423,7 +369,7 @@ class ConsistencyDistillationObjective(Objective):
         logs: dict[str, float | Tensor] = {"loss_cd": terms.loss.detach()}
         loss = terms.loss
         if self.rewards:
-            reward_loss, reward_logs = self.reward_loss(terms.f_theta, batch.captions, generator)
+            reward_loss, reward_logs = reward_feedback_loss(self.rewards, self.vae, terms.f_theta, batch.captions, generator)
             loss = loss + reward_loss
             logs.update(reward_logs)
         return ObjectiveOutput(loss=loss, logs=logs)
@@ -503,29 +449,6 @@ class ConsistencyDistillationObjective(Objective):
             loss=loss,
         )
 
-    def reward_loss(
-        self, f_theta: Tensor, prompts: Sequence[str], generator: torch.Generator | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Σ −weight·mean(score) over the reward terms, and each term's mean score to log.
-
-        Frames of the one-step prediction are decoded by the frozen VAE with gradients, so the
-        reward gradient reaches the student's trainable weights through the decoder.
-        """
-        if len(prompts) != f_theta.shape[0]:
-            raise ConfigError(
-                f"reward terms need one caption per clip, got {len(prompts)} for {f_theta.shape[0]} clips"
-            )
-        total = f_theta.new_zeros(())
-        logs: dict[str, Tensor] = {}
-        for term in self.rewards:
-            index = select_reward_frames(term.model.kind, f_theta.shape[2], term.num_frames, generator)
-            frames = self.vae.decode(f_theta[:, :, index.to(f_theta.device)])  # (b, 3, n, H, W) in about [-1, 1]
-            frames = (frames.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)
-            score = term.model.score(frames, list(prompts))
-            total = total - term.weight * score.float().mean()
-            logs[f"reward_{term.name}"] = score.detach().float().mean()
-        return total, logs
-
 
 
 # ----------------------------------------------------------------------------- `hummingbird train consistency`
@@ -539,23 +462,6 @@ class LoraSettings:
     alpha: float | None = None  # None: scale 1.0, as released; else alpha / rank
     dropout: float = DEFAULT_DROPOUT  # Linear and Conv2d layers
     conv3d_dropout: float = DEFAULT_CONV3D_DROPOUT  # the temporal convs
-
-
-@dataclass(frozen=True)
-class RewardSpec:
-    """One entry of `objective.rewards`: a reward model (rewards.build_reward_model) and its weight."""
-
-    name: str = ""  # hpsv2.1, clip, viclip, toy (or an alias)
-    weights: str | None = None  # the file or folder users bring; null for toy or options.random_weights
-    weight: float = 1.0
-    num_frames: int | None = None  # null: 5 random frames (image-text), the model's / 8 strided (video-text)
-    # The builder's keyword options; `dtype` is a name (float32, bfloat16, float16) and `preprocess` a
-    # mapping of rewards.preprocess.ImagePreprocess fields.
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ConfigError("every entry of objective.rewards needs a name: hpsv2.1, clip, viclip or toy")
 
 
 @dataclass(frozen=True)
@@ -588,33 +494,6 @@ class ConsistencySettings(ConsistencyDistillationConfig):
     def loss_config(self) -> ConsistencyDistillationConfig:
         fields = dataclasses.fields(ConsistencyDistillationConfig)
         return ConsistencyDistillationConfig(**{f.name: getattr(self, f.name) for f in fields})
-
-
-_REWARD_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def build_reward_terms(specs: Sequence[RewardSpec]) -> list[RewardTerm]:
-    """Reward models from the config's entries (imported lazily: they pull in transformers)."""
-    from hummingbird_t2v.rewards.factory import build_reward_model
-    from hummingbird_t2v.rewards.preprocess import ImagePreprocess
-
-    terms: list[RewardTerm] = []
-    for i, spec in enumerate(specs):
-        options = dict(spec.options)
-        if isinstance(options.get("dtype"), str):
-            if options["dtype"] not in _REWARD_DTYPES:
-                raise ConfigError(f"objective.rewards[{i}].options.dtype must be one of {sorted(_REWARD_DTYPES)}")
-            options["dtype"] = _REWARD_DTYPES[options["dtype"]]
-        if isinstance(options.get("preprocess"), dict):
-            options["preprocess"] = ImagePreprocess(**options["preprocess"])
-        model = build_reward_model(spec.name, spec.weights, **options)
-        # Log names: the reward's name, numbered when the same reward appears twice.
-        name = spec.name.strip().lower()
-        taken = {term.name for term in terms}
-        if name in taken:
-            name = next(f"{name}_{n}" for n in range(2, len(specs) + 2) if f"{name}_{n}" not in taken)
-        terms.append(RewardTerm(model, spec.weight, spec.num_frames, name=name))
-    return terms
 
 
 def build_consistency_objective(settings: ConsistencySettings, components: Any) -> ConsistencyDistillationObjective:
