@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from hummingbird_t2v.errors import ConfigError
-from hummingbird_t2v.rewards import RewardInputError, ToyAttributeReward, ToyPromptParser, build_reward_model
+from hummingbird_t2v.rewards import (
+    RewardInputError,
+    ToyAttributeReward,
+    ToyMotionReward,
+    ToyPromptParser,
+    build_reward_model,
+)
 from hummingbird_t2v.toyworld.captions import canonical_caption, paraphrase_caption
 from hummingbird_t2v.toyworld.scene import SceneSpec, SceneVocabulary, sample_scene
 from hummingbird_t2v.toyworld.vocabulary import COLORS, MOTIONS, SHAPES
@@ -153,3 +159,70 @@ def test_the_toy_reward_loads_the_shipped_evaluator_and_keeps_it_frozen_in_eval_
     scores.sum().backward()
     assert frames.grad is not None and frames.grad.abs().sum() > 0
     torch.testing.assert_close(classifier.features[0][1].running_mean, running_mean)
+
+
+# ----------------------------------------------------------------------------- the motion reward
+
+
+def _square_video(dx: int, dy: int, frames: int = 8, size: int = 32) -> torch.Tensor:
+    """(1, T, 3, size, size): a white 6x6 square on black moving (dx, dy) pixels per frame."""
+    video = torch.zeros(1, frames, 3, size, size)
+    for f in range(frames):
+        x, y = 4 + dx * f, 12 + dy * f
+        video[0, f, :, y : y + 6, x : x + 6] = 1.0
+    return video
+
+
+def test_motion_reward_reads_the_squares_travel_along_and_across_the_asked_direction():
+    reward = build_reward_model("toy_motion")
+    assert isinstance(reward, ToyMotionReward) and reward.kind == "video_text" and reward.num_frames == 8
+    video = _square_video(2, 0)  # 14 pixels in 8 frames; the short side (32 px) spans 2 units
+    prompts = [f"a white square moving {d} on a black background" for d in ("right", "left", "up", "down")]
+    prompts.append("a white square standing still on a black background")
+    scores = reward.score(video.expand(5, -1, -1, -1, -1), prompts)
+    torch.testing.assert_close(scores, torch.tensor([0.875, -0.875, -0.875, -0.875, 0.0]))
+    capped = ToyMotionReward(max_travel=0.5).score(video, prompts[:1])
+    torch.testing.assert_close(capped, torch.tensor([0.5]))
+    diagonal = reward.score(_square_video(2, 1), prompts[:1])  # 0.875 along, 0.4375 across
+    torch.testing.assert_close(diagonal, torch.tensor([0.875 - 0.4375]))
+
+
+def test_motion_reward_gives_gradient_only_for_straight_line_prompts():
+    reward = build_reward_model("toy_motion")
+    video = _square_video(1, 0).expand(2, -1, -1, -1, -1).clone().requires_grad_(True)
+    prompts = ["a white square moving right on a black background", "a white square rotating on a black background"]
+    reward.score(video, prompts).sum().backward()
+    assert video.grad[0].abs().sum() > 0 and video.grad[1].abs().sum() == 0
+    directions = reward.directions(["a red circle moving left and a blue square moving up on a white background"])
+    assert torch.equal(directions, torch.zeros(1, 2))  # two objects: one centroid cannot tell their paths apart
+
+
+def test_motion_reward_follows_real_toy_clips_and_not_their_opposites():
+    from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
+    from hummingbird_t2v.toyworld.scene import VOCABULARY_PRESETS
+
+    world = ToyWorld(ToyWorldConfig(num_frames=8, seed=2, vocabulary=VOCABULARY_PRESETS["core"], paraphrase=False))
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    reward = ToyMotionReward()
+    checked = 0
+    for clip in world.clips(40):
+        motion = clip.scene.objects[0].motion
+        if motion not in opposite:
+            continue
+        frames = torch.from_numpy(clip.frames).float().div(255).permute(0, 3, 1, 2)[None]
+        flipped = clip.caption.replace(f"moving {motion}", f"moving {opposite[motion]}")
+        true_score, flipped_score = reward.score(frames.expand(2, -1, -1, -1, -1), [clip.caption, flipped])
+        assert true_score > 0.05 and flipped_score < -0.05, clip.caption
+        checked += 1
+    assert checked >= 20
+
+
+def test_motion_reward_refuses_bad_settings_and_weights():
+    with pytest.raises(ConfigError, match="max_travel"):
+        ToyMotionReward(max_travel=0.0)
+    with pytest.raises(ConfigError, match="at least 2 frames"):
+        ToyMotionReward(num_frames=1)
+    with pytest.raises(ConfigError, match="no weights"):
+        build_reward_model("toy_motion", "some/file.pt")
+    with pytest.raises(RewardInputError, match="prompts"):
+        ToyMotionReward().score(_square_video(1, 0), ["a", "b"])

@@ -6,10 +6,12 @@ Names (aliases in brackets):
     clip                                 CLIPImageTextReward, weights: a transformers CLIP folder
     viclip   [vi_clip, video_text]       ViCLIPReward, weights: ViClip-InternVid-10M-FLT.pth
     toy                                  ToyAttributeReward around the toy evaluator
+    toy_motion                           ToyMotionReward: the foreground's travel, read off the pixels
 
 Weights are never downloaded. Leaving `weights_path` out is an error, except with
 ``random_weights=True`` (hpsv2.1, viclip: random weights in the real or a tiny structure, for
-tests and smoke runs) and for ``toy`` (the shipped toy evaluator, or ``classifier=``).
+tests and smoke runs), for ``toy`` (the shipped toy evaluator, or ``classifier=``) and for
+``toy_motion`` (no weights).
 """
 
 from __future__ import annotations
@@ -28,8 +30,14 @@ from hummingbird_t2v.errors import CheckpointError, ConfigError
 from hummingbird_t2v.rewards.base import DEFAULT_TEXT_CACHE_SIZE, RewardModel
 from hummingbird_t2v.rewards.clip_reward import CLIPImageTextReward
 from hummingbird_t2v.rewards.hpsv2 import HPS_FILE_NAME, HPSv2Config, HPSv2Reward
+from hummingbird_t2v.rewards.motion import DEFAULT_MAX_TRAVEL, ToyMotionReward
 from hummingbird_t2v.rewards.preprocess import ImagePreprocess
-from hummingbird_t2v.rewards.toy import PromptParser, ScoreMode, ToyAttributeReward
+from hummingbird_t2v.rewards.toy import (
+    DEFAULT_TOY_NUM_FRAMES,
+    PromptParser,
+    ScoreMode,
+    ToyAttributeReward,
+)
 from hummingbird_t2v.rewards.viclip import VICLIP_FILE_NAME, ViCLIPReward
 
 WeightsPath = str | Path | None
@@ -113,6 +121,18 @@ def _toy(
     return ToyAttributeReward(classifier, attributes, parser=parser, num_frames=num_frames, mode=mode)
 
 
+def _toy_motion(
+    weights_path: WeightsPath,
+    *,
+    num_frames: int = DEFAULT_TOY_NUM_FRAMES,
+    max_travel: float = DEFAULT_MAX_TRAVEL,
+    parser: PromptParser | None = None,
+) -> RewardModel:
+    if weights_path is not None:
+        raise ConfigError("the toy_motion reward has no weights (it reads motion off the pixels); leave weights out")
+    return ToyMotionReward(parser=parser, num_frames=num_frames, max_travel=max_travel)
+
+
 def _load_toy_evaluator(weights_path: WeightsPath) -> nn.Module:
     # The evaluator lives in the toy world (a higher layer), so it is looked up by name here.
     if importlib.util.find_spec(_TOY_EVALUATOR_MODULE) is None:
@@ -123,7 +143,7 @@ def _load_toy_evaluator(weights_path: WeightsPath) -> nn.Module:
     return loader(weights_path)
 
 
-_BUILDERS: dict[str, Callable[..., RewardModel]] = {"hpsv2.1": _hpsv2, "clip": _clip, "viclip": _viclip, "toy": _toy}
+_BUILDERS: dict[str, Callable[..., RewardModel]] = {"hpsv2.1": _hpsv2, "clip": _clip, "viclip": _viclip, "toy": _toy, "toy_motion": _toy_motion}
 _ALIASES = {
     "hpsv2": "hpsv2.1",
     "hps": "hpsv2.1",
