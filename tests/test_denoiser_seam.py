@@ -80,3 +80,22 @@ def test_samplers_report_bad_arguments_as_config_errors():
         sample_ddim_cfg(model, X, {}, None, num_steps=2, eta=1.5)
     with pytest.raises(DenoiserError):
         sample_ddim_cfg(lambda x, t: x[:, :1], X, {}, None, num_steps=2)
+
+
+def test_ddim_can_stop_before_a_step_and_return_the_latent_that_step_denoises():
+    model = lambda x, t, **cond: 0.5 * x + cond["context"]  # noqa: E731
+    x_T = torch.randn((2, 4, 2, 3, 3), generator=torch.Generator().manual_seed(1))
+    inputs = []
+    options = {"num_steps": 5, "eta": 1.0, "guidance_scale": 3.0, "use_scale": False}
+    sample_ddim_cfg(
+        model, x_T, {"context": 0.1}, {"context": 0.0}, generator=torch.Generator().manual_seed(2),
+        callback=lambda step: inputs.append(step.x_in), **options,
+    )
+    for n in (0, 3):
+        partial = sample_ddim_cfg(
+            model, x_T, {"context": 0.1}, {"context": 0.0}, generator=torch.Generator().manual_seed(2),
+            stop_before_step=n, **options,
+        )
+        assert torch.equal(partial, inputs[n])
+    with pytest.raises(ConfigError, match="stop_before_step"):
+        sample_ddim_cfg(model, x_T, {"context": 0.1}, None, num_steps=5, stop_before_step=5)

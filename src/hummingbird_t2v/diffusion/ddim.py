@@ -171,8 +171,13 @@ def sample_ddim_cfg(
     alphas_cumprod: Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[DDIMStep], None] | None = None,
+    stop_before_step: int | None = None,
 ) -> Tensor:
     """VideoCrafter2's DDIM + CFG sampler from ``x_T``; returns the final x_prev (not x̂₀).
+
+    ``stop_before_step=n`` runs steps 0 … n−1 only and returns the latent step n would denoise
+    (``x_T`` itself for n = 0), at timestep ``ddim_schedule(num_steps).timesteps[n]``: for callers
+    that continue from a partly sampled latent (e.g. reward feedback on the model's own samples).
 
     ``uncond`` holds the keyword arguments that *change* for the unconditional pass (normally
     ``{"context": empty_prompt_embedding}``); they are applied over a copy of ``cond``, so fps
@@ -201,8 +206,12 @@ def sample_ddim_cfg(
     uncond_kwargs = {**cond, **uncond} if uncond is not None else None
     step_timesteps = schedule.timesteps.tolist()
 
+    if stop_before_step is not None and not 0 <= stop_before_step < len(step_timesteps):
+        raise ConfigError(f"stop_before_step must lie in [0, {len(step_timesteps)}), got {stop_before_step}")
     x = x_T
     for i, t_value in enumerate(step_timesteps):
+        if i == stop_before_step:
+            break
         t = torch.full((x.shape[0],), t_value, dtype=torch.int64, device=device)
         eps_cond = call_denoiser(model, x, t, cond).to(work_dtype)
         eps_uncond = None

@@ -24,6 +24,18 @@ background in every frame of a sampled video; `frame_offset_noise` adds one more
 per clip, channel *and frame*, so that a frame's colour has to come from the caption and the
 other frames (temporal attention) instead.
 
+Optional reward feedback (`rewards`, the entries stage 2 takes) on a latent at high noise: the
+model predicts ε there with the true caption, and each reward term scores the decoded one-step
+clean prediction x̂₀ = (z_t − √(1−ᾱ_t)·ε)/√ᾱ_t, adding −weight·mean(score) to the loss (the
+frozen VAE passes the gradient through). `reward_latents` picks the latent: "noised_data" noises
+the batch's clips to a timestep drawn per clip from `reward_timestep_range` (default 800-999,
+where a sampler lays out the clip); "sampled" runs the model's own DDIM + CFG sampler (no
+gradient) from fresh noise up to one of its steps inside that range, drawn per batch, so that the
+reward judges what sampling does, and the caption is the only place the asked property can come
+from. Why: a property the eps loss weighs by SNR (0.005 at t = 999), such as which way the toy
+world's object moves, is decided at exactly those steps, and a reward can ask for it there
+directly (docs/toy-model.md, "A fourth try").
+
 The ᾱ table is the one VC2's DDIM sampler reads (computed in float64, stored float32), and the
 exported model samples with DDIM + CFG and the same `use_scale` switch, so training and sampling
 agree.
@@ -32,11 +44,13 @@ agree.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hummingbird_t2v.diffusion.ddim import ddim_timesteps, sample_ddim_cfg
 from hummingbird_t2v.diffusion.schedule import (
     DEFAULT_BETA_END,
     DEFAULT_BETA_START,
@@ -49,6 +63,12 @@ from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
 from hummingbird_t2v.training.objective import Objective, ObjectiveOutput, TrainBatch
 from hummingbird_t2v.training.objectives import ObjectiveSpec, register_objective
+from hummingbird_t2v.training.objectives.reward_terms import (
+    RewardSpec,
+    RewardTerm,
+    build_reward_terms,
+    reward_feedback_loss,
+)
 
 __all__ = ["DiffusionObjective", "DiffusionSettings"]
 
@@ -73,6 +93,16 @@ class DiffusionSettings:
     offset_noise: float = 0.0
     # Offset noise drawn per frame as well (scale; 0: off): video latents (b, c, frames, h, w) only.
     frame_offset_noise: float = 0.0
+    # Reward terms scored on x̂₀ at high noise (the same entries as stage 2's `objective.rewards`).
+    rewards: tuple[RewardSpec, ...] = ()
+    # The timesteps [low, high] the rewards' x̂₀ is predicted at.
+    reward_timestep_range: tuple[int, int] = (800, 999)
+    # Which latents the rewards' x̂₀ comes from: the batch's clips noised ("noised_data") or the
+    # model's own sampler stopped inside reward_timestep_range ("sampled", settings below).
+    reward_latents: Literal["noised_data", "sampled"] = "noised_data"
+    reward_sampler_steps: int = 25
+    reward_guidance_scale: float = 3.0
+    reward_eta: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.offset_noise >= 0:
@@ -87,26 +117,60 @@ class DiffusionSettings:
             raise ConfigError(
                 f"objective.snr_floor ({self.snr_floor}) must not exceed objective.min_snr_gamma ({self.min_snr_gamma})"
             )
-        if self.timestep_range is not None:
-            if len(self.timestep_range) != 2:
-                raise ConfigError(f"objective.timestep_range is [low, high], got {self.timestep_range}")
-            low, high = self.timestep_range
+        for name in ("timestep_range", "reward_timestep_range"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if len(value) != 2:
+                raise ConfigError(f"objective.{name} is [low, high], got {value}")
+            low, high = value
             if not 0 <= low <= high < self.num_train_timesteps:
                 raise ConfigError(
-                    f"objective.timestep_range must satisfy 0 <= low <= high < {self.num_train_timesteps}, got {list(self.timestep_range)}"
+                    f"objective.{name} must satisfy 0 <= low <= high < {self.num_train_timesteps}, got {list(value)}"
                 )
+        if self.reward_latents not in ("noised_data", "sampled"):
+            raise ConfigError(f"objective.reward_latents must be 'noised_data' or 'sampled', got {self.reward_latents!r}")
+        if self.reward_latents == "sampled" and not self.reward_sampler_steps_in_range():
+            raise ConfigError(
+                f"no step of the {self.reward_sampler_steps}-step DDIM schedule lies in objective.reward_timestep_range "
+                f"{list(self.reward_timestep_range)}; widen the range or change objective.reward_sampler_steps"
+            )
         if not 0.0 <= self.prompt_dropout <= 1.0:
             raise ConfigError(f"objective.prompt_dropout must lie in [0, 1], got {self.prompt_dropout}")
         if not 0.0 < self.scale_b <= 1.0:
             raise ConfigError(f"objective.scale_b must lie in (0, 1], got {self.scale_b}")
 
 
+    def reward_sampler_steps_in_range(self) -> list[int]:
+        """Indices of the reward sampler's steps whose timestep lies in `reward_timestep_range`."""
+        if self.reward_sampler_steps < 1:
+            raise ConfigError(f"objective.reward_sampler_steps must be >= 1, got {self.reward_sampler_steps}")
+        low, high = self.reward_timestep_range
+        steps = ddim_timesteps(self.reward_sampler_steps, self.num_train_timesteps).tolist()
+        return [i for i, t in enumerate(steps) if low <= t <= high]
+
+
 class DiffusionObjective(Objective):
-    def __init__(self, model: nn.Module, settings: DiffusionSettings | None = None) -> None:
+    """``rewards`` are built reward terms (``settings.rewards`` holds only their config entries) and
+    need the frozen ``vae``, which decodes x̂₀ for them."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        settings: DiffusionSettings | None = None,
+        rewards: list[RewardTerm] | tuple[RewardTerm, ...] = (),
+        vae: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.settings = settings or DiffusionSettings()
         s = self.settings
+        if rewards and vae is None:
+            raise ConfigError("reward terms score decoded frames: pass the frozen VAE (vae=...)")
+        self.vae = vae.requires_grad_(False).eval() if rewards and vae is not None else None
+        self.rewards = list(rewards)
+        # Reward networks move with the objective and are never trained (their input gradients still flow).
+        self.reward_models = nn.ModuleList([t.model for t in self.rewards if isinstance(t.model, nn.Module)])
         alphas_cumprod = scaled_linear_alphas_cumprod(
             s.num_train_timesteps,
             s.beta_start,
@@ -147,12 +211,76 @@ class DiffusionObjective(Objective):
         eps = self.model(z_t, t, context, fps=batch.fps)
         s = self.settings
         if s.min_snr_gamma is None and s.snr_floor is None:
-            return ObjectiveOutput(loss=F.mse_loss(eps.float(), noise))
-        per_clip = (eps.float() - noise).pow(2).flatten(1).mean(1)
-        snr = self.alphas_cumprod[t] / (1.0 - self.alphas_cumprod[t])
-        # The weight of the clean-latent error, then divided by SNR to weigh the eps error.
-        clean_weight = snr.clamp(max=s.min_snr_gamma, min=s.snr_floor)
-        return ObjectiveOutput(loss=(clean_weight / snr * per_clip).mean())
+            loss = F.mse_loss(eps.float(), noise)
+        else:
+            per_clip = (eps.float() - noise).pow(2).flatten(1).mean(1)
+            snr = self.alphas_cumprod[t] / (1.0 - self.alphas_cumprod[t])
+            # The weight of the clean-latent error, then divided by SNR to weigh the eps error.
+            clean_weight = snr.clamp(max=s.min_snr_gamma, min=s.snr_floor)
+            loss = (clean_weight / snr * per_clip).mean()
+        if not self.rewards:
+            return ObjectiveOutput(loss=loss)
+        reward_loss, logs = self._reward_loss(batch, generator)
+        return ObjectiveOutput(loss=loss + reward_loss, logs={"loss_eps": loss.detach(), **logs})
+
+    def _reward_loss(self, batch: TrainBatch, generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Reward terms on the one-step x̂₀ of a high-noise latent (see `reward_latents`), captioned truly."""
+        if self.settings.reward_latents == "sampled":
+            z_t, t = self._sampled_latents(batch, generator)
+        else:
+            z_t, t = self._noised_latents(batch, generator)
+        per_sample = (t.shape[0],) + (1,) * (z_t.ndim - 1)
+        alpha_bar = self.alphas_cumprod[t].view(per_sample)
+        eps = self.model(z_t, t, batch.context, fps=batch.fps).float()
+        x0 = (z_t - (1.0 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+        if self.latent_scale is not None:  # back to the latents the VAE decodes, as the sampler's x̂₀
+            x0 = x0 / self.latent_scale[t].view(per_sample)
+        return reward_feedback_loss(self.rewards, self.vae, x0, batch.captions, generator)
+
+    def _noised_latents(self, batch: TrainBatch, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        z0 = batch.latents.float()
+        b = z0.shape[0]
+        low, high = self.settings.reward_timestep_range
+        t = torch.randint(low, high + 1, (b,), generator=generator, device=z0.device)
+        noise = torch.randn(z0.shape, generator=generator, device=z0.device)
+        per_sample = (b,) + (1,) * (z0.ndim - 1)
+        if self.latent_scale is not None:
+            z0 = z0 * self.latent_scale[t].view(per_sample)
+        alpha_bar = self.alphas_cumprod[t].view(per_sample)
+        return alpha_bar.sqrt() * z0 + (1.0 - alpha_bar).sqrt() * noise, t
+
+    def _sampled_latents(self, batch: TrainBatch, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's own DDIM + CFG sample from fresh noise, stopped at a step drawn from those in range."""
+        s = self.settings
+        device = batch.latents.device
+        candidates = s.reward_sampler_steps_in_range()
+        step = candidates[int(torch.randint(len(candidates), (1,), generator=generator, device=device))]
+        x_T = torch.randn(batch.latents.shape, generator=generator, device=device)
+        with torch.no_grad():
+            z_t = sample_ddim_cfg(
+                self.model,
+                x_T,
+                {"context": batch.context, "fps": batch.fps},
+                {"context": batch.uncond_context},
+                num_steps=s.reward_sampler_steps,
+                eta=s.reward_eta,
+                guidance_scale=s.reward_guidance_scale,
+                use_scale=s.latent_rescale,
+                scale_b=s.scale_b,
+                alphas_cumprod=self.alphas_cumprod,
+                generator=generator,
+                stop_before_step=step,
+            )
+        t_value = int(ddim_timesteps(s.reward_sampler_steps, s.num_train_timesteps)[step])
+        return z_t.float(), torch.full((x_T.shape[0],), t_value, dtype=torch.long, device=device)
+
+    def train(self, mode: bool = True) -> DiffusionObjective:
+        """Train mode reaches the model only: the VAE and reward models stay in eval mode."""
+        super().train(mode)
+        if self.vae is not None:
+            self.vae.eval()
+        self.reward_models.eval()
+        return self
 
     def pipeline_config(self, defaults: SamplingDefaults) -> PipelineConfig:
         s = self.settings
@@ -174,7 +302,8 @@ def build_diffusion_objective(settings: DiffusionSettings, components) -> Diffus
             "the base diffusion objective trains a U-Net without a guidance projection; "
             "set model.unet.config.time_cond_proj_dim to null (or use a teacher preset such as vc2 / tiny-vc2)"
         )
-    return DiffusionObjective(components.unet, settings)
+    rewards = build_reward_terms(settings.rewards)
+    return DiffusionObjective(components.unet, settings, rewards=rewards, vae=components.vae if rewards else None)
 
 
 register_objective(
@@ -183,6 +312,7 @@ register_objective(
         command="base",
         settings_class=DiffusionSettings,
         build=build_diffusion_objective,
-        description="train a base/teacher U-Net: eps-prediction MSE on VAE latents with prompt dropout for CFG",
+        description="train a base/teacher U-Net: eps-prediction MSE on VAE latents with prompt dropout for CFG "
+        "(optionally with reward feedback on the high-noise x̂₀, objective.rewards)",
     )
 )
