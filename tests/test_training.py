@@ -17,12 +17,14 @@ from torch import nn
 
 from hummingbird_t2v.cli import main as cli_main
 from hummingbird_t2v.data.manifest import DatasetError
+from hummingbird_t2v.diffusion.ddim import sample_ddim_cfg
 from hummingbird_t2v.data.video_io import VideoDecodeError, read_video, write_video
 from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.models.text_encoder import OpenCLIPTextEncoder, TextEncoderConfig
 from hummingbird_t2v.models.unet_config import UNetConfig, get_unet_preset
 from hummingbird_t2v.pipelines.config import SamplingDefaults
 from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
+from hummingbird_t2v.rewards import ToyMotionReward
 from hummingbird_t2v.training import checkpointing as ckpt
 from hummingbird_t2v.training.components import build_from_spec, check_compatible
 from hummingbird_t2v.training.config import (
@@ -53,6 +55,7 @@ from hummingbird_t2v.training.objectives.diffusion import (
     DiffusionObjective,
     DiffusionSettings,
 )
+from hummingbird_t2v.training.objectives.reward_terms import RewardTerm, build_reward_terms
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "tiny_test.yaml"
@@ -347,6 +350,111 @@ def test_timestep_range_draws_only_the_steps_asked_for():
             DiffusionSettings(timestep_range=bad)
 
 
+class _FirstChannelDecoder(nn.Module):
+    """Stands in for the frozen VAE: decodes (b, c, T, h, w) latents to the first channel as RGB."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(()))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.gain * z[:, :1].expand(-1, 3, -1, -1, -1)
+
+
+class _MeanFrameReward(nn.Module):
+    """A differentiable video-text reward: the frames' mean; records what it scored."""
+
+    kind = "video_text"
+    num_frames = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = []
+
+    def score(self, frames: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        self.calls.append((frames, prompts))
+        return frames.mean(dim=(1, 2, 3, 4))
+
+
+def test_rewards_score_the_one_step_clean_prediction_at_high_noise():
+    model, reward, decoder = _Recorder(), _MeanFrameReward(), _FirstChannelDecoder()
+    with torch.no_grad():
+        model.weight.fill_(0.3)  # the recorder predicts eps = 0.3 everywhere
+    settings = DiffusionSettings(prompt_dropout=1.0, reward_timestep_range=(900, 950))
+    objective = DiffusionObjective(model, settings, rewards=[RewardTerm(reward, 2.0, name="mean")], vae=decoder)
+    batch = replace(_batch(), captions=["a", "b", "c", "d"])
+    output = objective(batch, torch.Generator().manual_seed(5))
+
+    replay = torch.Generator().manual_seed(5)  # eps term: t, noise, dropout; then the reward's t and noise
+    torch.randint(0, 1000, (4,), generator=replay)
+    torch.randn(batch.latents.shape, generator=replay)
+    torch.rand(4, generator=replay)
+    t = torch.randint(900, 951, (4,), generator=replay)
+    noise = torch.randn(batch.latents.shape, generator=replay)
+    alpha_bar = objective.alphas_cumprod[t].view(4, 1, 1, 1, 1)
+    z_t = alpha_bar.sqrt() * batch.latents + (1 - alpha_bar).sqrt() * noise
+    x, seen_t, context, _ = model.calls[1]
+    torch.testing.assert_close(x, z_t)
+    assert torch.equal(seen_t, t)
+    assert torch.equal(context, batch.context)  # the true caption: prompt dropout does not apply
+    x0 = (z_t - (1 - alpha_bar).sqrt() * 0.3) / alpha_bar.sqrt()
+    frames, prompts = reward.calls[0]
+    assert prompts == batch.captions and frames.shape == (4, 2, 3, 3, 3)
+    torch.testing.assert_close(frames, (x0[:, :1] / 2 + 0.5).clamp(0, 1).expand(-1, 3, -1, -1, -1).transpose(1, 2))
+    assert set(output.logs) == {"loss_eps", "reward_mean"}
+    torch.testing.assert_close(output.loss, output.logs["loss_eps"] - 2.0 * frames.mean())
+
+    output.loss.backward()
+    assert model.weight.grad is not None and decoder.gain.grad is None
+    objective.train()
+    assert not decoder.training and objective.model.training
+    with pytest.raises(ConfigError, match="VAE"):
+        DiffusionObjective(_Recorder(), settings, rewards=[RewardTerm(_MeanFrameReward(), 1.0)])
+    for bad in ((999, 800), (0, 1000)):
+        with pytest.raises(ConfigError, match="reward_timestep_range"):
+            DiffusionSettings(reward_timestep_range=bad)
+
+
+def test_sampled_reward_latents_come_from_the_models_own_sampler_stopped_in_range():
+    settings = DiffusionSettings(
+        reward_latents="sampled", reward_sampler_steps=10, reward_timestep_range=(700, 999), reward_guidance_scale=2.0
+    )
+    assert settings.reward_sampler_steps_in_range() == [0, 1, 2]  # the 10-step grid is 901, 801, 701, 601, ...
+    model, reward = _Recorder(), _MeanFrameReward()
+    objective = DiffusionObjective(model, settings, rewards=[RewardTerm(reward, 1.0)], vae=_FirstChannelDecoder())
+    batch = replace(_batch(), captions=["a", "b", "c", "d"])
+    objective(batch, torch.Generator().manual_seed(3))
+
+    replay = torch.Generator().manual_seed(3)  # eps term: t, noise, dropout; then the step and x_T
+    torch.randint(0, 1000, (4,), generator=replay)
+    torch.randn(batch.latents.shape, generator=replay)
+    torch.rand(4, generator=replay)
+    step = [0, 1, 2][int(torch.randint(3, (1,), generator=replay))]
+    x_T = torch.randn(batch.latents.shape, generator=replay)
+    expected = sample_ddim_cfg(
+        _Recorder(), x_T, {"context": batch.context, "fps": batch.fps}, {"context": batch.uncond_context},
+        num_steps=10, eta=1.0, guidance_scale=2.0, use_scale=False, alphas_cumprod=objective.alphas_cumprod,
+        generator=replay, stop_before_step=step,
+    )
+    assert len(model.calls) == 1 + 2 * step + 1  # the eps term, two passes per sampler step, the reward pass
+    x, t, context, _ = model.calls[-1]
+    torch.testing.assert_close(x, expected)
+    assert torch.equal(t, torch.full((4,), [901, 801, 701][step])) and torch.equal(context, batch.context)
+    with pytest.raises(ConfigError, match="no step"):
+        DiffusionSettings(reward_latents="sampled", reward_sampler_steps=10, reward_timestep_range=(950, 999))
+    with pytest.raises(ConfigError, match="reward_latents"):
+        DiffusionSettings(reward_latents="bogus")
+
+
+def test_diffusion_config_builds_reward_terms_by_name():
+    spec, settings = parse_objective_settings(
+        {"name": "diffusion", "rewards": [{"name": "toy_motion", "weight": 0.01}], "reward_timestep_range": [700, 999]}
+    )
+    assert settings.reward_timestep_range == (700, 999)
+    (term,) = build_reward_terms(settings.rewards)
+    assert isinstance(term.model, ToyMotionReward) and term.weight == 0.01 and term.num_frames == 8
+
+
 def test_offset_noise_adds_one_value_per_clip_and_channel():
     batch = _batch()
     model = _Recorder()
@@ -486,22 +594,24 @@ def test_components_must_fit_each_other():
         build_from_spec(ComponentSpec(path="/no/such/folder"), "vae")
 
 
-def test_a_loaded_unet_can_gain_a_frame_position_embedding_and_nothing_else(tmp_path):
+@pytest.mark.parametrize("module", ["frame_position_embedding", "frame_caption_embedding"])
+def test_a_loaded_unet_can_gain_a_frame_embedding_and_nothing_else(tmp_path, module):
     from hummingbird_t2v.checkpoints.folder import save_component
 
     unet = build_from_spec(ComponentSpec(preset="tiny-vc2"), "unet")
     save_component(tmp_path / "unet", unet, unet.config.to_dict())
-    spec = ComponentSpec(path=str(tmp_path / "unet"), config={"frame_position_embedding": True})
+    spec = ComponentSpec(path=str(tmp_path / "unet"), config={module: True})
     extended = build_from_spec(spec, "unet")
-    assert extended.config.frame_position_embedding
+    assert getattr(extended.config, module)
     loaded = extended.state_dict()
     for name, tensor in unet.state_dict().items():
         assert torch.equal(loaded[name], tensor), name
-    assert not any(extended.frame_embedding[2].weight.flatten())  # starts as the identity
-    with pytest.raises(ConfigError, match="may only switch on \\['frame_position_embedding'\\]"):
+    added = extended.frame_embedding if module == "frame_position_embedding" else extended.frame_caption_embedding
+    assert not any(added[2].weight.flatten())  # starts as the identity
+    with pytest.raises(ConfigError, match="may only switch on \\['frame_caption_embedding', 'frame_position_embedding'\\]"):
         build_from_spec(ComponentSpec(path=str(tmp_path / "unet"), config={"model_channels": 64}), "unet")
     with pytest.raises(ConfigError, match="true or false"):
-        build_from_spec(ComponentSpec(path=str(tmp_path / "unet"), config={"frame_position_embedding": "yes"}), "unet")
+        build_from_spec(ComponentSpec(path=str(tmp_path / "unet"), config={module: "yes"}), "unet")
     with pytest.raises(ConfigError, match="preset/config"):
         build_from_spec(ComponentSpec(path=str(tmp_path / "unet"), config={"width": 8}), "vae")
 

@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from hummingbird_t2v.errors import ConfigError
-from hummingbird_t2v.models.unet import UNet3D, add_frame_position_embedding, count_parameters
+from hummingbird_t2v.models.unet import (
+    UNet3D,
+    add_frame_caption_embedding,
+    add_frame_position_embedding,
+    count_parameters,
+)
 from hummingbird_t2v.models.unet_config import UNET_PRESETS, UNetConfig, get_unet_preset
 
 FULL_SIZE = {
@@ -301,3 +306,46 @@ def test_a_frame_position_embedding_learns_from_its_zero_start():
     x, t, context, _ = _inputs(guidance=False)
     model(x, t, context).square().mean().backward()
     assert model.frame_embedding[2].weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------- frame-and-caption embedding
+
+
+@torch.no_grad()
+def test_added_frame_caption_embedding_starts_as_the_identity_and_shares_the_weights():
+    base = _randomised("tiny-vc2")
+    assert not any(config.frame_caption_embedding for config in UNET_PRESETS.values())
+    extended = add_frame_caption_embedding(base)
+    assert extended.config.frame_caption_embedding and not base.config.frame_caption_embedding
+    assert {k for k in extended.state_dict()} - set(base.state_dict()) == {
+        f"frame_caption_embedding.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")
+    }
+    c = base.config
+    assert extended.frame_caption_embedding[0].in_features == c.model_channels + c.context_dim
+    assert extended.input_blocks[0][0].weight.data_ptr() == base.input_blocks[0][0].weight.data_ptr()
+    x, t, context, _ = _inputs(guidance=False)
+    torch.testing.assert_close(extended(x, t, context), base(x, t, context), atol=0, rtol=0)
+    with pytest.raises(ConfigError, match="already has"):
+        add_frame_caption_embedding(extended)
+
+
+@torch.no_grad()
+def test_trained_frame_caption_embedding_pairs_each_frame_with_its_own_samples_caption():
+    """Two samples with different captions in one batch each give what they give alone (rows are
+    sample-major), and the embedding changes the output."""
+    model = _randomised(get_unet_preset("tiny-vc2").replace(frame_caption_embedding=True))
+    x, t, context, _ = _inputs(batch=2, frames=4, guidance=False)
+    both = model(x, t, context)
+    for i in range(2):
+        alone = model(x[i : i + 1], t[i : i + 1], context[i : i + 1])
+        torch.testing.assert_close(both[i : i + 1], alone, atol=1e-5, rtol=1e-5)
+    model.frame_caption_embedding[2].weight.zero_()
+    model.frame_caption_embedding[2].bias.zero_()
+    assert not torch.allclose(both, model(x, t, context), atol=1e-4)
+
+
+def test_a_frame_caption_embedding_learns_from_its_zero_start():
+    model = add_frame_caption_embedding(_randomised("tiny-vc2"))
+    x, t, context, _ = _inputs(guidance=False)
+    model(x, t, context).square().mean().backward()
+    assert model.frame_caption_embedding[2].weight.grad.abs().sum() > 0

@@ -56,6 +56,7 @@ class UNet3D(nn.Module):
             nn.Linear(c.time_cond_proj_dim, c.model_channels, bias=False) if c.time_cond_proj_dim else None
         )
         self.frame_embedding = _zero_output(embedding_mlp(c.model_channels, emb_dim)) if c.frame_position_embedding else None
+        self.frame_caption_embedding = _frame_caption_mlp(c) if c.frame_caption_embedding else None
 
         self.input_blocks = nn.ModuleList([UNetStage([nn.Conv2d(c.in_channels, c.model_channels, 3, padding=1)])])
         skip_widths = [c.model_channels]
@@ -152,6 +153,11 @@ class UNet3D(nn.Module):
             # Rows are sample-major (b*t): the per-frame table repeats once per sample.
             index = timestep_sinusoid(torch.arange(frames, device=x.device), c.model_channels).to(dtype)
             emb = emb + self.frame_embedding(index).repeat(b, 1)
+        if self.frame_caption_embedding is not None:
+            index = timestep_sinusoid(torch.arange(frames, device=x.device), c.model_channels).to(dtype)
+            pooled = context.to(dtype).mean(dim=1)  # (b, context_dim): the whole caption, one vector
+            pairs = torch.cat([index.repeat(b, 1), pooled.repeat_interleave(frames, dim=0)], dim=1)
+            emb = emb + self.frame_caption_embedding(pairs)
         cond = FrameConditioning(
             emb=emb,
             context=context.to(dtype).repeat_interleave(frames, dim=0),
@@ -261,6 +267,18 @@ def add_frame_position_embedding(unet: UNet3D) -> UNet3D:
     c = unet.config
     module = _zero_output(embedding_mlp(c.model_channels, c.time_embed_dim))
     return extend_unet(unet, c.replace(frame_position_embedding=True), "frame_embedding", module, "a frame position embedding")
+
+
+def _frame_caption_mlp(c: UNetConfig) -> nn.Sequential:
+    return _zero_output(embedding_mlp(c.model_channels + c.context_dim, c.time_embed_dim))
+
+
+def add_frame_caption_embedding(unet: UNet3D) -> UNet3D:
+    """``unet`` with a new, zero-initialised frame-and-caption embedding: the same function until trained."""
+    if unet.config.frame_caption_embedding:
+        raise ConfigError("this U-Net already has a frame-and-caption embedding")
+    c = unet.config.replace(frame_caption_embedding=True)
+    return extend_unet(unet, c, "frame_caption_embedding", _frame_caption_mlp(c), "a frame-and-caption embedding")
 
 
 def _per_sample(value: Tensor | int | float, batch: int, device: torch.device, name: str) -> Tensor:

@@ -45,6 +45,12 @@ class UNetConfig:
     # is drawing. Zero-initialised, so adding it to a trained U-Net changes nothing until trained
     # (`add_frame_position_embedding`). The toy model's option for learning motion direction.
     frame_position_embedding: bool = False
+    # Not in VideoCrafter2 either: an MLP of [frame index sinusoid, mean of the caption tokens] added
+    # to each frame's embedding, so that what a frame draws can depend on the frame *and* the caption
+    # together (e.g. "moving right" in frame 7: right of centre), which the additive embeddings and
+    # the per-frame cross-attention make hard. Zero-initialised like the above
+    # (`add_frame_caption_embedding`).
+    frame_caption_embedding: bool = False
     # fps used when the caller passes none (the official forward's default).
     default_fps: int = 16
     # Dropout inside every ResBlock (before its second conv).

@@ -33,7 +33,7 @@ from hummingbird_t2v.checkpoints.formats import read_checkpoint
 from hummingbird_t2v.checkpoints.unet_keys import infer_unet_config, match_unet_preset
 from hummingbird_t2v.errors import CheckpointError, ConfigError
 from hummingbird_t2v.models.registry import COMPONENT_CLASSES, build_component
-from hummingbird_t2v.models.unet import UNet3D, add_frame_position_embedding
+from hummingbird_t2v.models.unet import UNet3D, add_frame_caption_embedding, add_frame_position_embedding
 from hummingbird_t2v.models.unet_config import UNetConfig, get_unet_preset
 from hummingbird_t2v.training.config import ComponentSpec, ModelConfig
 
@@ -75,19 +75,24 @@ def _preset_config(class_name: str, preset: str) -> dict[str, Any]:
 
 # Config fields that may be switched on for a component loaded from a path: each adds a module that
 # starts as the identity, so the loaded weights keep computing what they did.
-ADDABLE_WITH_PATH = {"unet": {"frame_position_embedding"}}
+_UNET_ADDITIONS = {
+    "frame_position_embedding": add_frame_position_embedding,
+    "frame_caption_embedding": add_frame_caption_embedding,
+}
+ADDABLE_WITH_PATH = {"unet": set(_UNET_ADDITIONS)}
 
 
 def _with_additions(unet: nn.Module, changes: dict[str, Any]) -> nn.Module:
     if not isinstance(unet, UNet3D):
-        raise ConfigError(f"model.unet.config can switch on frame_position_embedding only for a UNet3D, not a {type(unet).__name__}")
-    wanted = changes["frame_position_embedding"]
-    if not isinstance(wanted, bool):
-        raise ConfigError(f"model.unet.config.frame_position_embedding must be true or false, got {wanted!r}")
-    if wanted and not unet.config.frame_position_embedding:
-        return add_frame_position_embedding(unet)
-    if not wanted and unet.config.frame_position_embedding:
-        raise ConfigError("model.unet.config.frame_position_embedding=false cannot remove the embedding a loaded U-Net has")
+        raise ConfigError(f"model.unet.config can switch on {sorted(changes)} only for a UNet3D, not a {type(unet).__name__}")
+    for name, wanted in changes.items():
+        if not isinstance(wanted, bool):
+            raise ConfigError(f"model.unet.config.{name} must be true or false, got {wanted!r}")
+        present = getattr(unet.config, name)
+        if wanted and not present:
+            unet = _UNET_ADDITIONS[name](unet)
+        elif not wanted and present:
+            raise ConfigError(f"model.unet.config.{name}=false cannot remove the module a loaded U-Net has")
     return unet
 
 
