@@ -149,15 +149,15 @@ class UNet3D(nn.Module):
         b, _, frames, _, _ = x.shape
         dtype = self.out[-1].weight.dtype
         emb = self._embedding(b, x.device, dtype, timesteps, fps, timestep_cond).repeat_interleave(frames, dim=0)
-        if self.frame_embedding is not None:
+        if self.frame_embedding is not None or self.frame_caption_embedding is not None:
             # Rows are sample-major (b*t): the per-frame table repeats once per sample.
             index = timestep_sinusoid(torch.arange(frames, device=x.device), c.model_channels).to(dtype)
-            emb = emb + self.frame_embedding(index).repeat(b, 1)
-        if self.frame_caption_embedding is not None:
-            index = timestep_sinusoid(torch.arange(frames, device=x.device), c.model_channels).to(dtype)
-            pooled = context.to(dtype).mean(dim=1)  # (b, context_dim): the whole caption, one vector
-            pairs = torch.cat([index.repeat(b, 1), pooled.repeat_interleave(frames, dim=0)], dim=1)
-            emb = emb + self.frame_caption_embedding(pairs)
+            if self.frame_embedding is not None:
+                emb = emb + self.frame_embedding(index).repeat(b, 1)
+            if self.frame_caption_embedding is not None:
+                pooled = context.to(dtype).mean(dim=1)  # (b, context_dim): the whole caption, one vector
+                pairs = torch.cat([index.repeat(b, 1), pooled.repeat_interleave(frames, dim=0)], dim=1)
+                emb = emb + self.frame_caption_embedding(pairs)
         cond = FrameConditioning(
             emb=emb,
             context=context.to(dtype).repeat_interleave(frames, dim=0),

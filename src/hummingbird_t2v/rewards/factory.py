@@ -143,7 +143,13 @@ def _load_toy_evaluator(weights_path: WeightsPath) -> nn.Module:
     return loader(weights_path)
 
 
-_BUILDERS: dict[str, Callable[..., RewardModel]] = {"hpsv2.1": _hpsv2, "clip": _clip, "viclip": _viclip, "toy": _toy, "toy_motion": _toy_motion}
+_BUILDERS: dict[str, Callable[..., RewardModel]] = {
+    "hpsv2.1": _hpsv2,
+    "clip": _clip,
+    "viclip": _viclip,
+    "toy": _toy,
+    "toy_motion": _toy_motion,
+}
 _ALIASES = {
     "hpsv2": "hpsv2.1",
     "hps": "hpsv2.1",
