@@ -269,19 +269,30 @@ def test_frame_position_embedding_is_off_in_every_released_structure():
     assert "frame_embedding.0.weight" not in UNet3D(get_unet_preset("tiny-vc2")).state_dict()
 
 
+@pytest.mark.parametrize(
+    "add, option, attribute",
+    [
+        (add_frame_position_embedding, "frame_position_embedding", "frame_embedding"),
+        (add_frame_caption_embedding, "frame_caption_embedding", "frame_caption_embedding"),
+    ],
+)
 @torch.no_grad()
-def test_added_frame_position_embedding_starts_as_the_identity_and_shares_the_weights():
+def test_an_added_frame_embedding_starts_as_the_identity_and_shares_the_weights(add, option, attribute):
     base = _randomised("tiny-vc2")
-    extended = add_frame_position_embedding(base)
-    assert extended.config.frame_position_embedding and not base.config.frame_position_embedding
+    assert not any(getattr(config, option) for config in UNET_PRESETS.values())
+    extended = add(base)
+    assert getattr(extended.config, option) and not getattr(base.config, option)
     assert {k for k in extended.state_dict()} - set(base.state_dict()) == {
-        f"frame_embedding.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")
+        f"{attribute}.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")
     }
+    c = base.config
+    inputs = c.model_channels + (c.context_dim if option == "frame_caption_embedding" else 0)
+    assert getattr(extended, attribute)[0].in_features == inputs
     assert extended.input_blocks[0][0].weight.data_ptr() == base.input_blocks[0][0].weight.data_ptr()  # shared storage
     x, t, context, _ = _inputs(guidance=False)
     torch.testing.assert_close(extended(x, t, context), base(x, t, context), atol=0, rtol=0)
     with pytest.raises(ConfigError, match="already has"):
-        add_frame_position_embedding(extended)
+        add(extended)
 
 
 @torch.no_grad()
@@ -309,24 +320,6 @@ def test_a_frame_position_embedding_learns_from_its_zero_start():
 
 
 # ------------------------------------------------------------------------------- frame-and-caption embedding
-
-
-@torch.no_grad()
-def test_added_frame_caption_embedding_starts_as_the_identity_and_shares_the_weights():
-    base = _randomised("tiny-vc2")
-    assert not any(config.frame_caption_embedding for config in UNET_PRESETS.values())
-    extended = add_frame_caption_embedding(base)
-    assert extended.config.frame_caption_embedding and not base.config.frame_caption_embedding
-    assert {k for k in extended.state_dict()} - set(base.state_dict()) == {
-        f"frame_caption_embedding.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")
-    }
-    c = base.config
-    assert extended.frame_caption_embedding[0].in_features == c.model_channels + c.context_dim
-    assert extended.input_blocks[0][0].weight.data_ptr() == base.input_blocks[0][0].weight.data_ptr()
-    x, t, context, _ = _inputs(guidance=False)
-    torch.testing.assert_close(extended(x, t, context), base(x, t, context), atol=0, rtol=0)
-    with pytest.raises(ConfigError, match="already has"):
-        add_frame_caption_embedding(extended)
 
 
 @torch.no_grad()
