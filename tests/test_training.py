@@ -415,15 +415,27 @@ def test_rewards_score_the_one_step_clean_prediction_at_high_noise():
             DiffusionSettings(reward_timestep_range=bad)
 
 
+class _ModeRecorder(_Recorder):
+    """A `_Recorder` that also remembers whether it was in training mode at each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes = []
+
+    def forward(self, x, t, context, fps=None):
+        self.modes.append(self.training)
+        return super().forward(x, t, context, fps)
+
+
 def test_sampled_reward_latents_come_from_the_models_own_sampler_stopped_in_range():
     settings = DiffusionSettings(
         reward_latents="sampled", reward_sampler_steps=10, reward_timestep_range=(700, 999), reward_guidance_scale=2.0
     )
     assert settings.reward_sampler_steps_in_range() == [0, 1, 2]  # the 10-step grid is 901, 801, 701, 601, ...
-    model, reward = _Recorder(), _MeanFrameReward()
+    model, reward = _ModeRecorder(), _MeanFrameReward()
     objective = DiffusionObjective(model, settings, rewards=[RewardTerm(reward, 1.0)], vae=_FirstChannelDecoder())
     batch = replace(_batch(), captions=["a", "b", "c", "d"])
-    objective(batch, torch.Generator().manual_seed(3))
+    objective.train()(batch, torch.Generator().manual_seed(3))
 
     replay = torch.Generator().manual_seed(3)  # eps term: t, noise, dropout; then the step and x_T
     torch.randint(0, 1000, (4,), generator=replay)
@@ -440,6 +452,7 @@ def test_sampled_reward_latents_come_from_the_models_own_sampler_stopped_in_rang
     x, t, context, _ = model.calls[-1]
     torch.testing.assert_close(x, expected)
     assert torch.equal(t, torch.full((4,), [901, 801, 701][step])) and torch.equal(context, batch.context)
+    assert model.modes == [True] + [False] * (2 * step) + [True]  # the sampler alone runs in eval mode
     with pytest.raises(ConfigError, match="no step"):
         DiffusionSettings(reward_latents="sampled", reward_sampler_steps=10, reward_timestep_range=(950, 999))
     with pytest.raises(ConfigError, match="reward_latents"):

@@ -256,21 +256,26 @@ class DiffusionObjective(Objective):
         candidates = s.reward_sampler_steps_in_range()
         step = candidates[int(torch.randint(len(candidates), (1,), generator=generator, device=device))]
         x_T = torch.randn(batch.latents.shape, generator=generator, device=device)
-        with torch.no_grad():
-            z_t = sample_ddim_cfg(
-                self.model,
-                x_T,
-                {"context": batch.context, "fps": batch.fps},
-                {"context": batch.uncond_context},
-                num_steps=s.reward_sampler_steps,
-                eta=s.reward_eta,
-                guidance_scale=s.reward_guidance_scale,
-                use_scale=s.latent_rescale,
-                scale_b=s.scale_b,
-                alphas_cumprod=self.alphas_cumprod,
-                generator=generator,
-                stop_before_step=step,
-            )
+        training = self.model.training
+        self.model.eval()  # sample as inference does (no dropout); the graded pass afterwards trains as usual
+        try:
+            with torch.no_grad():
+                z_t = sample_ddim_cfg(
+                    self.model,
+                    x_T,
+                    {"context": batch.context, "fps": batch.fps},
+                    {"context": batch.uncond_context},
+                    num_steps=s.reward_sampler_steps,
+                    eta=s.reward_eta,
+                    guidance_scale=s.reward_guidance_scale,
+                    use_scale=s.latent_rescale,
+                    scale_b=s.scale_b,
+                    alphas_cumprod=self.alphas_cumprod,
+                    generator=generator,
+                    stop_before_step=step,
+                )
+        finally:
+            self.model.train(training)
         t_value = int(ddim_timesteps(s.reward_sampler_steps, s.num_train_timesteps)[step])
         return z_t.float(), torch.full((x_T.shape[0],), t_value, dtype=torch.long, device=device)
 

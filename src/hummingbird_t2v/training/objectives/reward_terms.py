@@ -133,8 +133,6 @@ def build_reward_terms(specs: Sequence[RewardSpec]) -> list[RewardTerm]:
     return terms
 
 
-
-
 def reward_feedback_loss(
     terms: Sequence[RewardTerm],
     vae: nn.Module,
@@ -144,8 +142,9 @@ def reward_feedback_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Σ −weight·mean(score) over the reward terms, and each term's mean score to log.
 
-    Frames of the one-step prediction are decoded by the frozen VAE with gradients, so the
-    reward gradient reaches the student's trainable weights through the decoder.
+    Frames of ``f_theta``, a one-step prediction of the clean latents (b, c, T, h, w), are decoded
+    by the frozen ``vae`` with gradients, so the reward gradient reaches the trainable weights that
+    made ``f_theta`` through the decoder.
     """
     if len(prompts) != f_theta.shape[0]:
         raise ConfigError(
