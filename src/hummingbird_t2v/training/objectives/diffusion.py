@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hummingbird_t2v.diffusion.consistency import predicted_original_sample
 from hummingbird_t2v.diffusion.ddim import ddim_timesteps, sample_ddim_cfg
 from hummingbird_t2v.diffusion.schedule import (
     DEFAULT_BETA_END,
@@ -201,11 +202,7 @@ class DiffusionObjective(Objective):
             per_frame = (b, z0.shape[1], z0.shape[2], 1, 1)
             noise = noise + self.settings.frame_offset_noise * torch.randn(per_frame, generator=generator, device=device)
 
-        per_sample = (b,) + (1,) * (z0.ndim - 1)
-        if self.latent_scale is not None:
-            z0 = z0 * self.latent_scale[t].view(per_sample)
-        alpha_bar = self.alphas_cumprod[t].view(per_sample)
-        z_t = alpha_bar.sqrt() * z0 + (1.0 - alpha_bar).sqrt() * noise
+        z_t = self._noised(z0, t, noise)
         context = torch.where(drop.view(b, 1, 1), batch.uncond_context, batch.context)
 
         eps = self.model(z_t, t, context, fps=batch.fps)
@@ -229,13 +226,19 @@ class DiffusionObjective(Objective):
             z_t, t = self._sampled_latents(batch, generator)
         else:
             z_t, t = self._noised_latents(batch, generator)
-        per_sample = (t.shape[0],) + (1,) * (z_t.ndim - 1)
-        alpha_bar = self.alphas_cumprod[t].view(per_sample)
         eps = self.model(z_t, t, batch.context, fps=batch.fps).float()
-        x0 = (z_t - (1.0 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+        x0 = predicted_original_sample(z_t, eps, self.alphas_cumprod[t])
         if self.latent_scale is not None:  # back to the latents the VAE decodes, as the sampler's x̂₀
-            x0 = x0 / self.latent_scale[t].view(per_sample)
+            x0 = x0 / self.latent_scale[t].view(-1, *([1] * (x0.ndim - 1)))
         return reward_feedback_loss(self.rewards, self.vae, x0, batch.captions, generator)
+
+    def _noised(self, z0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """z_t = √ᾱ_t·z0' + √(1−ᾱ_t)·noise per clip, with z0' = s(t)·z0 under the latent rescale."""
+        per_sample = (t.shape[0],) + (1,) * (z0.ndim - 1)
+        if self.latent_scale is not None:
+            z0 = z0 * self.latent_scale[t].view(per_sample)
+        alpha_bar = self.alphas_cumprod[t].view(per_sample)
+        return alpha_bar.sqrt() * z0 + (1.0 - alpha_bar).sqrt() * noise
 
     def _noised_latents(self, batch: TrainBatch, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         z0 = batch.latents.float()
@@ -243,11 +246,7 @@ class DiffusionObjective(Objective):
         low, high = self.settings.reward_timestep_range
         t = torch.randint(low, high + 1, (b,), generator=generator, device=z0.device)
         noise = torch.randn(z0.shape, generator=generator, device=z0.device)
-        per_sample = (b,) + (1,) * (z0.ndim - 1)
-        if self.latent_scale is not None:
-            z0 = z0 * self.latent_scale[t].view(per_sample)
-        alpha_bar = self.alphas_cumprod[t].view(per_sample)
-        return alpha_bar.sqrt() * z0 + (1.0 - alpha_bar).sqrt() * noise, t
+        return self._noised(z0, t, noise), t
 
     def _sampled_latents(self, batch: TrainBatch, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's own DDIM + CFG sample from fresh noise, stopped at a step drawn from those in range."""
