@@ -226,3 +226,5 @@ def test_motion_reward_refuses_bad_settings_and_weights():
         build_reward_model("toy_motion", "some/file.pt")
     with pytest.raises(RewardInputError, match="prompts"):
         ToyMotionReward().score(_square_video(1, 0), ["a", "b"])
+    with pytest.raises(RewardInputError, match="at least 2 frames"):
+        ToyMotionReward().score(_square_video(1, 0, frames=1), ["a white square moving right"])

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from hummingbird_t2v.errors import ConfigError
-from hummingbird_t2v.rewards.base import RewardModel, check_frames
+from hummingbird_t2v.rewards.base import RewardInputError, RewardModel, check_frames
 from hummingbird_t2v.rewards.toy import (
     DEFAULT_TOY_NUM_FRAMES,
     PromptParser,
@@ -65,7 +65,7 @@ def straight_line_travel(centroids: torch.Tensor) -> torch.Tensor:
     """(b, T, 2) centroids -> (b, 2) displacement from first to last frame of their least-squares line."""
     frames = centroids.shape[1]
     if frames < 2:
-        raise ConfigError(f"measuring travel needs at least 2 frames, got {frames}")
+        raise RewardInputError(f"measuring travel needs at least 2 frames per clip, got {frames}")
     index = torch.arange(frames, device=centroids.device, dtype=centroids.dtype)
     centred = index - index.mean()
     slope = (centred[None, :, None] * centroids).sum(dim=1) / centred.pow(2).sum()
@@ -104,8 +104,6 @@ class ToyMotionReward(RewardModel):
 
     def score(self, frames: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         check_frames(frames, prompts)
-        if frames.shape[1] < 2:
-            raise ConfigError(f"the motion reward needs at least 2 frames per clip, got {frames.shape[1]}")
         travel = straight_line_travel(foreground_centroids(frames.float()))
         direction = self.directions(prompts).to(travel.device)
         along = (travel * direction).sum(dim=-1)
