@@ -24,7 +24,6 @@ from hummingbird_t2v.training.objectives.consistency import (
     add_guidance_projection,
     select_reward_frames,
 )
-from hummingbird_t2v.training.objectives.reward_terms import reward_feedback_loss
 
 GOLDEN_QUIRK = ConsistencyDistillationConfig(uncond_fps_quirk=True)
 
@@ -338,7 +337,7 @@ def test_reward_gradients_reach_the_lora_weights_through_the_vae(small_unets):
     assert all(p.grad is None for p in objective.teacher.parameters())
     assert all(p.grad is None for p in objective.model.parameters() if not p.requires_grad)
     with pytest.raises(ConfigError, match="caption"):
-        reward_feedback_loss(objective.rewards, vae, output.loss.new_zeros((1, 4, 4, 8, 8)), [], None)
+        objective.reward_feedback(output.loss.new_zeros((1, 4, 4, 8, 8)), [], None)
 
 
 def test_export_merges_lora_into_a_copy(small_unets):

@@ -80,10 +80,10 @@ from hummingbird_t2v.training.lora import (
 from hummingbird_t2v.training.objective import Objective, ObjectiveOutput, TrainBatch
 from hummingbird_t2v.training.objectives import ObjectiveSpec, register_objective
 from hummingbird_t2v.training.objectives.reward_terms import (
+    RewardFeedback,
     RewardSpec,
     RewardTerm,
     build_reward_terms,
-    reward_feedback_loss,
     select_reward_frames,
 )
 from hummingbird_t2v.training.objectives.students import (
@@ -268,16 +268,9 @@ class ConsistencyDistillationObjective(Objective):
         super().__init__()
         self.config = c = config or ConsistencyDistillationConfig()
         _check_pair(student, teacher)
-        if rewards and vae is None:
-            raise ConfigError("reward terms score decoded frames: pass the frozen VAE (vae=...)")
         self.model = student
         self.teacher = teacher.requires_grad_(False).eval().to(_TEACHER_DTYPES[c.teacher_dtype])
-        self.vae = vae.requires_grad_(False).eval() if vae is not None else None
-        self.rewards = list(rewards)
-        # Reward networks move with the objective and are never trained (their input gradients still flow).
-        self.reward_models = nn.ModuleList(
-            [t.model.requires_grad_(False).eval() for t in self.rewards if isinstance(t.model, nn.Module)]
-        )
+        self.reward_feedback = RewardFeedback(rewards, vae) if rewards else None
 
         if alphas_cumprod is None:
             alphas_cumprod = scaled_linear_alphas_cumprod(precision="float32")
@@ -302,12 +295,9 @@ class ConsistencyDistillationObjective(Objective):
     # ----------------------------------------------------------------------------- module state
 
     def train(self, mode: bool = True) -> ConsistencyDistillationObjective:
-        """Train mode reaches the student only: teacher, VAE and reward models stay in eval mode."""
+        """Train mode reaches the student only: the teacher (and the reward part) stay in eval mode."""
         super().train(mode)
         self.teacher.eval()
-        if self.vae is not None:
-            self.vae.eval()
-        self.reward_models.eval()
         return self
 
     def after_optimizer_step(self) -> None:
@@ -368,8 +358,8 @@ class ConsistencyDistillationObjective(Objective):
         terms = self.distillation_terms(batch, self.draw(batch.latents, generator))
         logs: dict[str, float | Tensor] = {"loss_cd": terms.loss.detach()}
         loss = terms.loss
-        if self.rewards:
-            reward_loss, reward_logs = reward_feedback_loss(self.rewards, self.vae, terms.f_theta, batch.captions, generator)
+        if self.reward_feedback is not None:
+            reward_loss, reward_logs = self.reward_feedback(terms.f_theta, batch.captions, generator)
             loss = loss + reward_loss
             logs.update(reward_logs)
         return ObjectiveOutput(loss=loss, logs=logs)

@@ -65,10 +65,10 @@ from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
 from hummingbird_t2v.training.objective import Objective, ObjectiveOutput, TrainBatch
 from hummingbird_t2v.training.objectives import ObjectiveSpec, register_objective
 from hummingbird_t2v.training.objectives.reward_terms import (
+    RewardFeedback,
     RewardSpec,
     RewardTerm,
     build_reward_terms,
-    reward_feedback_loss,
 )
 
 __all__ = ["DiffusionObjective", "DiffusionSettings"]
@@ -166,12 +166,7 @@ class DiffusionObjective(Objective):
         self.model = model
         self.settings = settings or DiffusionSettings()
         s = self.settings
-        if rewards and vae is None:
-            raise ConfigError("reward terms score decoded frames: pass the frozen VAE (vae=...)")
-        self.vae = vae.requires_grad_(False).eval() if rewards and vae is not None else None
-        self.rewards = list(rewards)
-        # Reward networks move with the objective and are never trained (their input gradients still flow).
-        self.reward_models = nn.ModuleList([t.model for t in self.rewards if isinstance(t.model, nn.Module)])
+        self.reward_feedback = RewardFeedback(rewards, vae) if rewards else None
         alphas_cumprod = scaled_linear_alphas_cumprod(
             s.num_train_timesteps,
             s.beta_start,
@@ -215,12 +210,14 @@ class DiffusionObjective(Objective):
             # The weight of the clean-latent error, then divided by SNR to weigh the eps error.
             clean_weight = snr.clamp(max=s.min_snr_gamma, min=s.snr_floor)
             loss = (clean_weight / snr * per_clip).mean()
-        if not self.rewards:
+        if self.reward_feedback is None:
             return ObjectiveOutput(loss=loss)
-        reward_loss, logs = self._reward_loss(batch, generator)
+        reward_loss, logs = self._reward_loss(self.reward_feedback, batch, generator)
         return ObjectiveOutput(loss=loss + reward_loss, logs={"loss_eps": loss.detach(), **logs})
 
-    def _reward_loss(self, batch: TrainBatch, generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _reward_loss(
+        self, feedback: RewardFeedback, batch: TrainBatch, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
         """Reward terms on the one-step x̂₀ of a high-noise latent (see `reward_latents`), captioned truly."""
         if self.settings.reward_latents == "sampled":
             z_t, t = self._sampled_latents(batch, generator)
@@ -230,7 +227,7 @@ class DiffusionObjective(Objective):
         x0 = predicted_original_sample(z_t, eps, self.alphas_cumprod[t])
         if self.latent_scale is not None:  # back to the latents the VAE decodes, as the sampler's x̂₀
             x0 = x0 / self.latent_scale[t].view(-1, *([1] * (x0.ndim - 1)))
-        return reward_feedback_loss(self.rewards, self.vae, x0, batch.captions, generator)
+        return feedback(x0, batch.captions, generator)
 
     def _noised(self, z0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """z_t = √ᾱ_t·z0' + √(1−ᾱ_t)·noise per clip, with z0' = s(t)·z0 under the latent rescale."""
@@ -277,14 +274,6 @@ class DiffusionObjective(Objective):
             self.model.train(training)
         t_value = int(ddim_timesteps(s.reward_sampler_steps, s.num_train_timesteps)[step])
         return z_t.float(), torch.full((x_T.shape[0],), t_value, dtype=torch.long, device=device)
-
-    def train(self, mode: bool = True) -> DiffusionObjective:
-        """Train mode reaches the model only: the VAE and reward models stay in eval mode."""
-        super().train(mode)
-        if self.vae is not None:
-            self.vae.eval()
-        self.reward_models.eval()
-        return self
 
     def pipeline_config(self, defaults: SamplingDefaults) -> PipelineConfig:
         s = self.settings

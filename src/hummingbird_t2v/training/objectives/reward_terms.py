@@ -19,6 +19,7 @@ from hummingbird_t2v.errors import ConfigError
 
 __all__ = [
     "DEFAULT_REWARD_FRAMES",
+    "RewardFeedback",
     "RewardSpec",
     "RewardTerm",
     "build_reward_terms",
@@ -160,3 +161,31 @@ def reward_feedback_loss(
         total = total - term.weight * score.float().mean()
         logs[f"reward_{term.name}"] = score.detach().float().mean()
     return total, logs
+
+
+class RewardFeedback(nn.Module):
+    """The reward part of an objective: its terms and the frozen VAE that decodes for them.
+
+    Neither the VAE nor the reward networks are ever trained (gradients still flow through them to
+    the trainable model), and they stay in eval mode whatever mode the objective is put in. As a
+    submodule they move with the objective between devices.
+    """
+
+    def __init__(self, terms: Sequence[RewardTerm], vae: nn.Module | None) -> None:
+        super().__init__()
+        if vae is None:
+            raise ConfigError("reward terms score decoded frames: pass the frozen VAE (vae=...)")
+        self.terms = list(terms)
+        self.vae = vae.requires_grad_(False).eval()
+        self.models = nn.ModuleList(
+            [t.model.requires_grad_(False).eval() for t in self.terms if isinstance(t.model, nn.Module)]
+        )
+
+    def train(self, mode: bool = True) -> RewardFeedback:
+        return super().train(False)
+
+    def forward(
+        self, f_theta: Tensor, prompts: Sequence[str], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """`reward_feedback_loss` of these terms on the one-step prediction ``f_theta``."""
+        return reward_feedback_loss(self.terms, self.vae, f_theta, prompts, generator)
