@@ -282,8 +282,8 @@ def test_infer_config_from_official_manifests(reference_dir, manifest, preset):
     assert match_unet_preset(shapes) == preset
 
 
-@pytest.mark.parametrize("option", ["frame_position_embedding", "frame_caption_embedding"])
-def test_inferred_config_sees_the_added_frame_embeddings(option):
+@pytest.mark.parametrize("option", ["frame_position_embedding", "frame_caption_embedding", "spatiotemporal_conv"])
+def test_inferred_config_sees_the_added_modules(option):
     config = UNET_PRESETS["tiny-vc2"].replace(**{option: True})
     with torch.device("meta"):
         shapes = {name: tuple(t.shape) for name, t in UNet3D(config).state_dict().items()}

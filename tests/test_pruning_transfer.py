@@ -82,6 +82,22 @@ def test_a_teacher_frame_position_embedding_is_copied_by_name():
         assert student.sources[key] == key
         assert torch.equal(student.unet.state_dict()[key], teacher_state[key])
 
+
+def test_a_teacher_s_spatiotemporal_convs_follow_their_resblocks_through_the_block_map():
+    config = get_unet_preset("tiny-vc2").replace(spatiotemporal_conv=True)
+    torch.manual_seed(0)
+    teacher_state = UNet3D(config).state_dict()
+    student = prune_unet(teacher_state, config, paper_layout("hb-0.9b").replace(time_cond_proj_dim=None))
+    assert student.unet.config.spatiotemporal_conv and student.fresh_keys == []
+    weights = student.unet.state_dict()
+    copied = [key for key in weights if ".spatiotemporal_conv." in key]
+    assert len(copied) == 4 * sum(".spatiotemporal_conv.conv.weight" in key for key in weights) > 0
+    for key in copied:
+        assert torch.equal(weights[key], teacher_state[student.sources[key]]), key
+    # Input block 3 of the student is the teacher's block 4 (the paper's map).
+    assert student.sources["input_blocks.3.0.spatiotemporal_conv.conv.weight"] == "input_blocks.4.0.spatiotemporal_conv.conv.weight"
+
+
 def test_a_teacher_state_dict_that_does_not_fit_its_config_is_refused():
     teacher_state = UNet3D(get_unet_preset("tiny-vc2")).state_dict()
     del teacher_state["out.2.bias"]

@@ -607,8 +607,8 @@ def test_components_must_fit_each_other():
         build_from_spec(ComponentSpec(path="/no/such/folder"), "vae")
 
 
-@pytest.mark.parametrize("module", ["frame_position_embedding", "frame_caption_embedding"])
-def test_a_loaded_unet_can_gain_a_frame_embedding_and_nothing_else(tmp_path, module):
+@pytest.mark.parametrize("module", ["frame_position_embedding", "frame_caption_embedding", "spatiotemporal_conv"])
+def test_a_loaded_unet_can_gain_an_identity_module_and_nothing_else(tmp_path, module):
     from hummingbird_t2v.checkpoints.folder import save_component
 
     unet = build_from_spec(ComponentSpec(preset="tiny-vc2"), "unet")
@@ -619,9 +619,15 @@ def test_a_loaded_unet_can_gain_a_frame_embedding_and_nothing_else(tmp_path, mod
     loaded = extended.state_dict()
     for name, tensor in unet.state_dict().items():
         assert torch.equal(loaded[name], tensor), name
-    added = extended.frame_embedding if module == "frame_position_embedding" else extended.frame_caption_embedding
-    assert not any(added[2].weight.flatten())  # starts as the identity
-    with pytest.raises(ConfigError, match="may only switch on \\['frame_caption_embedding', 'frame_position_embedding'\\]"):
+    added = {
+        "frame_position_embedding": lambda: extended.frame_embedding[2],
+        "frame_caption_embedding": lambda: extended.frame_caption_embedding[2],
+        "spatiotemporal_conv": lambda: extended.output_blocks[-1][0].spatiotemporal_conv.conv,
+    }[module]()
+    assert not any(added.weight.flatten())  # starts as the identity
+    with pytest.raises(
+        ConfigError, match="may only switch on \\['frame_caption_embedding', 'frame_position_embedding', 'spatiotemporal_conv'\\]"
+    ):
         build_from_spec(ComponentSpec(path=str(tmp_path / "unet"), config={"model_channels": 64}), "unet")
     with pytest.raises(ConfigError, match="true or false"):
         build_from_spec(ComponentSpec(path=str(tmp_path / "unet"), config={module: "yes"}), "unet")

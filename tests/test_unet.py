@@ -13,8 +13,10 @@ from hummingbird_t2v.models.unet import (
     UNet3D,
     add_frame_caption_embedding,
     add_frame_position_embedding,
+    add_spatiotemporal_convs,
     count_parameters,
 )
+from hummingbird_t2v.models.unet_blocks import ResBlock, SpatiotemporalConv
 from hummingbird_t2v.models.unet_config import UNET_PRESETS, UNetConfig, get_unet_preset
 
 FULL_SIZE = {
@@ -342,3 +344,39 @@ def test_a_frame_caption_embedding_learns_from_its_zero_start():
     x, t, context, _ = _inputs(guidance=False)
     model(x, t, context).square().mean().backward()
     assert model.frame_caption_embedding[2].weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------- spatiotemporal convs
+
+
+@torch.no_grad()
+def test_added_spatiotemporal_convs_start_as_the_identity_one_per_resblock():
+    base = _randomised("tiny-vc2")
+    assert not any(config.spatiotemporal_conv for config in UNET_PRESETS.values())
+    extended = add_spatiotemporal_convs(base)
+    assert extended.config.spatiotemporal_conv and not base.config.spatiotemporal_conv
+    resblocks = [name for name, module in base.named_modules() if isinstance(module, ResBlock)]
+    assert {k for k in extended.state_dict()} - set(base.state_dict()) == {
+        f"{block}.spatiotemporal_conv.{layer}.{p}" for block in resblocks for layer in ("norm", "conv") for p in ("weight", "bias")
+    }
+    assert extended.input_blocks[0][0].weight.data_ptr() == base.input_blocks[0][0].weight.data_ptr()  # shared storage
+    x, t, context, _ = _inputs(guidance=False)
+    torch.testing.assert_close(extended(x, t, context), base(x, t, context), atol=0, rtol=0)
+    with pytest.raises(ConfigError, match="already has"):
+        add_spatiotemporal_convs(extended)
+
+
+def test_a_spatiotemporal_conv_learns_from_its_zero_start_and_reaches_the_neighbouring_frames_pixels():
+    model = add_spatiotemporal_convs(_randomised("tiny-vc2"))
+    x, t, context, _ = _inputs(guidance=False)
+    model(x, t, context).square().mean().backward()
+    conv = model.output_blocks[-1][0].spatiotemporal_conv.conv
+    assert conv.kernel_size == (3, 3, 3) and conv.weight.grad.abs().sum() > 0
+    # One tap, frame t-1 one pixel to the left -> frame t: a feature moving right by a pixel a frame.
+    block = SpatiotemporalConv(32)
+    with torch.no_grad():
+        block.conv.weight[:, :, 0, 1, 0] = torch.eye(32)
+    video = torch.randn(1, 32, 4, 6, 6, requires_grad=True)
+    block(video)[0, :, 2, 3, 3].sum().backward()
+    reach = video.grad[0].abs().sum(0)  # (frames, h, w)
+    assert reach[1, 3, 2] > 10 * reach[1, 3, 4]  # the oriented tap dominates its mirror image

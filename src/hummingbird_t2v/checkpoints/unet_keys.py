@@ -74,6 +74,7 @@ def infer_unet_config(unet_state_dict: ShapeMap, num_head_channels: int | None =
         fps_cond=any(name.startswith("fps_embedding.") for name in shapes),
         frame_position_embedding=any(name.startswith("frame_embedding.") for name in shapes),
         frame_caption_embedding=any(name.startswith("frame_caption_embedding.") for name in shapes),
+        spatiotemporal_conv=any(".spatiotemporal_conv." in name for name in shapes),
         use_init_attn=init_attn_width is not None,
     )
     if spatial is not None:

@@ -9,6 +9,8 @@ between blocks (see `unet_blocks`). State-dict names and order equal the officia
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
@@ -21,6 +23,7 @@ from hummingbird_t2v.models.unet_blocks import (
     FrameConditioning,
     GroupNorm32,
     ResBlock,
+    SpatiotemporalConv,
     Upsample,
     embedding_mlp,
     frames_to_video,
@@ -112,7 +115,9 @@ class UNet3D(nn.Module):
 
     def _res_block(self, in_channels: int, out_channels: int) -> ResBlock:
         c = self.config
-        return ResBlock(in_channels, out_channels, c.time_embed_dim, c.dropout, c.temporal_conv_dropout)
+        return ResBlock(
+            in_channels, out_channels, c.time_embed_dim, c.dropout, c.temporal_conv_dropout, c.spatiotemporal_conv
+        )
 
     def _attention(self, width: int, ds: int, always: bool = False) -> list[nn.Module]:
         c = self.config
@@ -243,19 +248,23 @@ def _zero_output(mlp: nn.Sequential) -> nn.Sequential:
     return mlp
 
 
-def extend_unet(unet: UNet3D, config: UNetConfig, attribute: str, module: nn.Module, what: str) -> UNet3D:
-    """A U-Net of ``config`` holding ``unet``'s weights (shared, not copied) plus ``module``, new, as ``attribute``.
+def extend_unet(
+    unet: UNet3D, config: UNetConfig, what: str, place_new: Callable[[UNet3D, torch.device, torch.dtype], None]
+) -> UNet3D:
+    """A U-Net of ``config`` holding ``unet``'s weights (shared, not copied) plus new modules.
 
-    ``config`` must differ from ``unet.config`` only by that module; ``what`` names it in the error.
-    The new module moves to ``unet``'s device and dtype and keeps its own initialisation.
+    The U-Net of ``config`` is built on the meta device; ``place_new(extended, device, dtype)``
+    replaces its new modules by initialised ones on ``unet``'s device and dtype, and every other
+    tensor must then come from ``unet`` (``what`` names the addition in the error).
     """
     weight = next(unet.parameters())
     with torch.device("meta"):
         extended = UNet3D(config)
-    setattr(extended, attribute, module.to(device=weight.device, dtype=weight.dtype))  # same name: same state-dict place
-    missing, unexpected = extended.load_state_dict(unet.state_dict(), strict=False, assign=True)
-    if sorted(missing) != sorted(k for k in extended.state_dict() if k.startswith(f"{attribute}.")) or unexpected:
-        raise ConfigError(f"cannot add {what} to this U-Net: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    place_new(extended, weight.device, weight.dtype)
+    _, unexpected = extended.load_state_dict(unet.state_dict(), strict=False, assign=True)
+    left_empty = [name for name, tensor in extended.state_dict().items() if tensor.is_meta]
+    if unexpected or left_empty:
+        raise ConfigError(f"cannot add {what} to this U-Net: not filled {left_empty[:5]}, unexpected {unexpected[:5]}")
     extended.train(unet.training)
     return extended
 
@@ -265,8 +274,11 @@ def add_frame_position_embedding(unet: UNet3D) -> UNet3D:
     if unet.config.frame_position_embedding:
         raise ConfigError("this U-Net already has a frame position embedding")
     c = unet.config
-    module = _zero_output(embedding_mlp(c.model_channels, c.time_embed_dim))
-    return extend_unet(unet, c.replace(frame_position_embedding=True), "frame_embedding", module, "a frame position embedding")
+
+    def place(extended: UNet3D, device: torch.device, dtype: torch.dtype) -> None:
+        extended.frame_embedding = _zero_output(embedding_mlp(c.model_channels, c.time_embed_dim)).to(device, dtype)
+
+    return extend_unet(unet, c.replace(frame_position_embedding=True), "a frame position embedding", place)
 
 
 def _frame_caption_mlp(c: UNetConfig) -> nn.Sequential:
@@ -278,7 +290,25 @@ def add_frame_caption_embedding(unet: UNet3D) -> UNet3D:
     if unet.config.frame_caption_embedding:
         raise ConfigError("this U-Net already has a frame-and-caption embedding")
     c = unet.config.replace(frame_caption_embedding=True)
-    return extend_unet(unet, c, "frame_caption_embedding", _frame_caption_mlp(c), "a frame-and-caption embedding")
+
+    def place(extended: UNet3D, device: torch.device, dtype: torch.dtype) -> None:
+        extended.frame_caption_embedding = _frame_caption_mlp(c).to(device, dtype)
+
+    return extend_unet(unet, c, "a frame-and-caption embedding", place)
+
+
+def add_spatiotemporal_convs(unet: UNet3D) -> UNet3D:
+    """``unet`` with a new, zero-initialised `SpatiotemporalConv` in every ResBlock: the same function until trained."""
+    if unet.config.spatiotemporal_conv:
+        raise ConfigError("this U-Net already has spatiotemporal convs")
+
+    def place(extended: UNet3D, device: torch.device, dtype: torch.dtype) -> None:
+        for block in extended.modules():
+            if isinstance(block, ResBlock) and block.spatiotemporal_conv is not None:
+                channels = block.spatiotemporal_conv.conv.in_channels
+                block.spatiotemporal_conv = SpatiotemporalConv(channels).to(device, dtype)
+
+    return extend_unet(unet, unet.config.replace(spatiotemporal_conv=True), "spatiotemporal convs", place)
 
 
 def _per_sample(value: Tensor | int | float, batch: int, device: torch.device, name: str) -> Tensor:

@@ -99,8 +99,31 @@ class TemporalConvBlock(nn.Module):
         return x + h
 
 
+class SpatiotemporalConv(nn.Module):
+    """GroupNorm, SiLU and a 3x3x3 Conv3d over (time, height, width), added to its input (b, c, t, h, w).
+
+    Not in VideoCrafter2, which mixes space and time in separate layers (3x3 convs within a frame,
+    (3, 1, 1) convs and attention across frames at one pixel), so a filter oriented in space-time
+    (frame t-1 one place to the left feeds frame t: the local form of motion one way) has to be
+    assembled from several layers' channels. This conv holds such filters in one layer, and the
+    channels the caption's cross-attention writes can pick which way. It starts at zero, so a fresh
+    block is the identity.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = GroupNorm32(channels, eps=1e-5)
+        self.conv = nn.Conv3d(channels, channels, kernel_size=3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv(F.silu(self.norm(x)))
+
+
 class ResBlock(ConditionedLayer):
-    """Per-frame residual block with an additive time embedding, followed by a temporal conv block."""
+    """Per-frame residual block with an additive time embedding, followed by a temporal conv block
+    (and, with ``spatiotemporal_conv``, a `SpatiotemporalConv`)."""
 
     def __init__(
         self,
@@ -109,6 +132,7 @@ class ResBlock(ConditionedLayer):
         emb_dim: int,
         dropout: float,
         temporal_conv_dropout: float,
+        spatiotemporal_conv: bool = False,
     ) -> None:
         super().__init__()
         self.in_layers = nn.Sequential(
@@ -128,12 +152,15 @@ class ResBlock(ConditionedLayer):
         else:
             self.skip_connection = nn.Conv2d(in_channels, out_channels, 1)
         self.temopral_conv = TemporalConvBlock(out_channels, temporal_conv_dropout)  # sic: official name
+        self.spatiotemporal_conv = SpatiotemporalConv(out_channels) if spatiotemporal_conv else None
 
     def forward(self, h: Tensor, cond: FrameConditioning) -> Tensor:
         x = self.in_layers(h)
         x = x + self.emb_layers(cond.emb).to(x.dtype)[:, :, None, None]
         x = self.skip_connection(h) + self.out_layers(x)
         video = self.temopral_conv(frames_to_video(x, cond.num_frames))
+        if self.spatiotemporal_conv is not None:
+            video = self.spatiotemporal_conv(video)
         return video_to_frames(video)
 
 

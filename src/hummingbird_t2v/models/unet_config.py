@@ -51,6 +51,11 @@ class UNetConfig:
     # the per-frame cross-attention make hard. Zero-initialised like the above
     # (`add_frame_caption_embedding`).
     frame_caption_embedding: bool = False
+    # Not in VideoCrafter2: a zero-initialised 3x3x3 conv after every ResBlock's temporal convs
+    # (`unet_blocks.SpatiotemporalConv`): filters oriented in space-time, the local form of an
+    # object moving one way, in one layer instead of assembled from separate spatial and temporal
+    # ones (`add_spatiotemporal_convs`).
+    spatiotemporal_conv: bool = False
     # fps used when the caller passes none (the official forward's default).
     default_fps: int = 16
     # Dropout inside every ResBlock (before its second conv).

@@ -33,7 +33,12 @@ from hummingbird_t2v.checkpoints.formats import read_checkpoint
 from hummingbird_t2v.checkpoints.unet_keys import infer_unet_config, match_unet_preset
 from hummingbird_t2v.errors import CheckpointError, ConfigError
 from hummingbird_t2v.models.registry import COMPONENT_CLASSES, build_component
-from hummingbird_t2v.models.unet import UNet3D, add_frame_caption_embedding, add_frame_position_embedding
+from hummingbird_t2v.models.unet import (
+    UNet3D,
+    add_frame_caption_embedding,
+    add_frame_position_embedding,
+    add_spatiotemporal_convs,
+)
 from hummingbird_t2v.models.unet_config import UNetConfig, get_unet_preset
 from hummingbird_t2v.training.config import ComponentSpec, ModelConfig
 
@@ -78,6 +83,7 @@ def _preset_config(class_name: str, preset: str) -> dict[str, Any]:
 _UNET_ADDITIONS = {
     "frame_position_embedding": add_frame_position_embedding,
     "frame_caption_embedding": add_frame_caption_embedding,
+    "spatiotemporal_conv": add_spatiotemporal_convs,
 }
 ADDABLE_WITH_PATH = {"unet": set(_UNET_ADDITIONS)}
 

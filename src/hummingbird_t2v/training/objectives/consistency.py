@@ -197,9 +197,11 @@ def add_guidance_projection(unet: UNet3D, dim: int = GUIDANCE_EMBEDDING_DIM) -> 
     """
     if unet.config.time_cond_proj_dim is not None:
         raise ConfigError(f"this U-Net already has a guidance projection (time_cond_proj_dim={unet.config.time_cond_proj_dim})")
-    weight = next(unet.parameters())
-    projection = nn.Linear(dim, unet.config.model_channels, bias=False, device=weight.device, dtype=weight.dtype)
-    return extend_unet(unet, unet.config.replace(time_cond_proj_dim=dim), "time_cond_proj", projection, "a guidance projection")
+
+    def place(extended: UNet3D, device: torch.device, dtype: torch.dtype) -> None:
+        extended.time_cond_proj = nn.Linear(dim, unet.config.model_channels, bias=False, device=device, dtype=dtype)
+
+    return extend_unet(unet, unet.config.replace(time_cond_proj_dim=dim), "a guidance projection", place)
 
 
 def _per_sample(values: Tensor, like: Tensor) -> Tensor:
