@@ -26,28 +26,12 @@ eval_n=${EVAL_N:-96}
 big_n=${BIG_N:-384}
 builtin=src/hummingbird_t2v/assets/toy/model
 run=runs/toy-gpu-side
-mkdir -p "$out" "$run/logs" && out=$(cd "$out" && pwd)
-export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-hb() { python3 -m hummingbird_t2v.cli "$@"; }
-logs=$(cd "$run/logs" && pwd)
-log=$logs/side_by_side.log
-pack_logs() { tar -czf "$out/logs.tar.gz.tmp" -C "$logs" . && mv "$out/logs.tar.gz.tmp" "$out/logs.tar.gz"; }
-{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; python3 -c "import torch; print('torch', torch.__version__)"; } >> "$log" 2>&1
+source scripts/gpu_lib.sh
 
 for part in vae text_encoder; do
   [ -d "$student/$part" ] || cp -r "$builtin/$part" "$student/$part"
 done
 
-# Each run: at most $seconds, then (if cut) the newest checkpoint exported as its model.
-train() {
-  local name=$1; shift
-  timeout "$seconds" python3 -m hummingbird_t2v.cli train "$@" --output "$run/$name" > "$logs/$name.log" 2>&1
-  echo "$name: training exit $?" >> "$log"
-  if [ ! -f "$run/$name/model/model_index.json" ] && [ -d "$run/$name/checkpoints" ]; then
-    echo "$name: cut at ${seconds}s; exporting its newest checkpoint" | tee -a "$log" >> "$logs/$name.log"
-    hb train export --run "$run/$name" >> "$logs/$name.log" 2>&1
-  fi
-}
 common=(--set sample.every=0 --set "sample.prompts=[]" --set logging.tensorboard=false --set checkpoint.every=100 --set run.device="$device"
         --set run.cpu_threads=2)
 train teacher-f base --config configs/toy_teacher_core.yaml --set model.unet.path="$builtin" \
@@ -66,22 +50,9 @@ train cd-long-color consistency "${stage2[@]}" \
 wait
 echo "training done at ${SECONDS}s" >> "$log"
 
-# The trained U-Nets first (the VAE and text encoder are the built-in model's), split under 15 MiB.
-weights=()
-for name in teacher-f cd-long cd-long-color; do
-  [ -f "$run/$name/model/unet/model.safetensors" ] && weights+=("$name/model/unet" "$name/model/model_index.json")
-done
-[ ${#weights[@]} -gt 0 ] && (cd "$run" && tar -cf - "${weights[@]}") | split -b 15m - "$out/weights.tar.part-"
-pack_logs
+pack_weights teacher-f cd-long cd-long-color
 
 # Evaluations: the same prompts and noise as every earlier row (first EVAL_N of the core world).
-evaluate() {
-  local name=$1; shift
-  timeout 120 python3 -m hummingbird_t2v.cli toyworld eval --device "$device" --batch-size 96 --json "$logs/$name.json" "$@" \
-    > "$logs/eval-$name.log" 2>&1
-  echo "eval $name: exit $? at ${SECONDS}s" >> "$log"
-  pack_logs
-}
 if [ -f "$run/teacher-f/model/model_index.json" ]; then
   evaluate teacher-f-25 --model "$run/teacher-f/model" --n "$eval_n" --guidance-scale 3 --confusion motion
   evaluate teacher-f-50 --model "$run/teacher-f/model" --n "$eval_n" --guidance-scale 3 --steps 50
