@@ -12,7 +12,12 @@ from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
 from hummingbird_t2v.toyworld import ToyWorld, ToyWorldConfig
 from hummingbird_t2v.toyworld.builtin import builtin_model_folder
 from hummingbird_t2v.toyworld.captions import canonical_caption
-from hummingbird_t2v.toyworld.probe import ProbeRow, probe_caption_word, swap_word
+from hummingbird_t2v.toyworld.probe import (
+    ProbeRow,
+    probe_caption_word,
+    probe_direction_travel,
+    swap_word,
+)
 from hummingbird_t2v.toyworld.scene import VOCABULARY_PRESETS
 
 CORE = VOCABULARY_PRESETS["core"]
@@ -109,3 +114,25 @@ def test_probe_noises_with_the_models_latent_rescale(builtin):
         builtin.config = dataclasses.replace(builtin.config, use_scale=False)
     assert rescaled[0].asked == pytest.approx(plain[0].asked, rel=1e-5)
     assert rescaled[1].asked != pytest.approx(plain[1].asked, rel=1e-3)
+
+
+def test_travel_probe_reads_which_way_the_one_step_prediction_moves(builtin):
+    """At a low noise level x̂₀ is nearly the clip itself, so it moves the clip's way as far as the clip
+    does, whatever the caption; rows: the clean clips, each timestep, then pure noise."""
+    rows = probe_direction_travel(builtin, count=3, timesteps=[999, 50], vocabulary="core", batch_size=3)
+    assert [row.source for row in rows] == ["clean clip", "t=999", "t=50", "pure noise"]
+    clean, _, low, _ = rows
+    assert clean.true_way == {"asked": 3, "swapped": 3, "empty": 3}  # real toy clips move as captioned
+    assert clean.travel["asked"] > 0.3
+    for name in ("asked", "swapped", "empty"):
+        assert low.travel[name] == pytest.approx(clean.travel["asked"], abs=0.05)
+    with pytest.raises(ConfigError, match="--travel reads motion"):
+        probe_direction_travel(builtin, swap="color", count=2)
+
+
+def test_probe_command_prints_the_travel_table(capsys):
+    args = ["toyworld", "probe", "--swap", "direction", "--n", "2", "--timesteps", "999", "--batch-size", "2", "--travel"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "x̂₀ from" in out
+    assert [line.split()[0] for line in out.strip().splitlines()[-3:]] == ["clean", "t=999", "pure"]

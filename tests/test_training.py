@@ -54,6 +54,7 @@ from hummingbird_t2v.training.objectives import (
 from hummingbird_t2v.training.objectives.diffusion import (
     DiffusionObjective,
     DiffusionSettings,
+    frame_pyramid_noise,
 )
 from hummingbird_t2v.training.objectives.reward_terms import RewardTerm, build_reward_terms
 
@@ -506,6 +507,67 @@ def test_frame_offset_noise_adds_one_value_per_clip_channel_and_frame():
     image_batch = replace(batch, latents=batch.latents[:, :, 0])
     with pytest.raises(ConfigError, match="frame_offset_noise needs video latents"):
         objective(image_batch, torch.Generator().manual_seed(5))
+
+
+def test_frame_pyramid_noise_is_smooth_in_space_and_independent_across_frames():
+    noise = frame_pyramid_noise((64, 4, 2, 16, 16), 0.8, generator=torch.Generator().manual_seed(0))
+    first, second = noise[:, :, 0], noise[:, :, 1]
+    # Coarse fields upsampled: neighbouring pixels of a frame move together (white noise: 0).
+    neighbours = torch.corrcoef(torch.stack([first[..., :-1].flatten(), first[..., 1:].flatten()]))[0, 1]
+    assert neighbours > 0.8
+    # Drawn per frame: the same pixel of two frames does not (that is what hides a frame's layout).
+    across = torch.corrcoef(torch.stack([first.flatten(), second.flatten()]))[0, 1]
+    assert abs(across) < 0.05
+    # Levels 8x8, 4x4 and 2x2 of a 16x16 latent, weighted 0.8, 0.64, 0.512: variance below their sum.
+    assert 0.3 < noise.var() < 0.8**2 + 0.8**4 + 0.8**6
+    assert torch.equal(frame_pyramid_noise((1, 4, 2, 3, 3), 0.8), torch.zeros(1, 4, 2, 3, 3))  # no level fits
+
+
+def test_frame_pyramid_noise_joins_the_noise_the_objective_regresses():
+    batch = replace(_batch(), latents=torch.randn(4, 4, 2, 8, 8))
+    model = _Recorder()
+    objective = DiffusionObjective(model, DiffusionSettings(prompt_dropout=0.0, frame_pyramid_noise=0.5))
+    output = objective(batch, torch.Generator().manual_seed(6))
+    replay = torch.Generator().manual_seed(6)  # t, noise, dropout, then the pyramid
+    t = torch.randint(0, 1000, (4,), generator=replay)
+    noise = torch.randn(batch.latents.shape, generator=replay)
+    torch.rand(4, generator=replay)
+    noise = noise + frame_pyramid_noise(batch.latents.shape, 0.5, generator=replay)
+    alpha_bar = objective.alphas_cumprod[t].view(4, 1, 1, 1, 1)
+    torch.testing.assert_close(model.calls[0][0], alpha_bar.sqrt() * batch.latents + (1 - alpha_bar).sqrt() * noise)
+    torch.testing.assert_close(output.loss, noise.pow(2).mean())
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="frame_pyramid_noise must lie in"):
+            DiffusionSettings(frame_pyramid_noise=bad)
+    image_batch = replace(batch, latents=batch.latents[:, :, 0])
+    with pytest.raises(ConfigError, match="frame_pyramid_noise needs video latents"):
+        objective(image_batch, torch.Generator().manual_seed(6))
+
+
+def test_pure_noise_term_asks_for_the_clip_from_a_latent_that_holds_none():
+    """The second model call sees fresh noise at t = T - 1 with the same captions; with eps = 0 its
+    x̂₀ is noise / sqrt(ᾱ), and the term is the squared error of that against the clip."""
+    batch = _batch()
+    model = _Recorder()
+    settings = DiffusionSettings(prompt_dropout=0.0, pure_noise_x0_weight=0.5)
+    objective = DiffusionObjective(model, settings)
+    output = objective(batch, torch.Generator().manual_seed(7))
+    replay = torch.Generator().manual_seed(7)  # t, noise, dropout, then the pure noise
+    torch.randint(0, 1000, (4,), generator=replay)
+    noise = torch.randn(batch.latents.shape, generator=replay)
+    torch.rand(4, generator=replay)
+    pure_noise = torch.randn(batch.latents.shape, generator=replay)
+    (_, t_eps, context_eps, _), (x, t, context, _) = model.calls
+    torch.testing.assert_close(x, pure_noise)
+    assert t.tolist() == [999] * 4
+    torch.testing.assert_close(context, context_eps)
+    first_step = (pure_noise / objective.alphas_cumprod[999].sqrt() - batch.latents).pow(2).mean()
+    torch.testing.assert_close(output.logs["loss_pure_noise_x0"], first_step)
+    torch.testing.assert_close(output.loss, noise.pow(2).mean() + 0.5 * first_step)
+    output.loss.backward()
+    assert model.weight.grad is not None and model.weight.grad != 0
+    with pytest.raises(ConfigError, match="pure_noise_x0_weight"):
+        DiffusionSettings(pure_noise_x0_weight=-1.0)
 
 
 def test_prompt_dropout_extremes():

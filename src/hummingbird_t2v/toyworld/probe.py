@@ -13,6 +13,13 @@ table gives the three mean squared errors, the share of the caption's benefit th
 carries ((swapped - asked) / (empty - asked)), how many clips the asked caption fits better, and
 the exact two-sided sign-test p-value of that count.
 
+`--travel` reads the same noisy latents a second way, for the motion swaps: the one-step clean
+prediction x̂₀ under each caption is decoded and its object's travel along the clip's own
+direction measured (`toy_motion`'s centroid tracker). A model that follows the word moves x̂₀ the
+asked way under the true caption and the other way under the swapped one; a model that reads the
+direction off the noise moves it the clip's way under both. A last row starts from pure noise
+(t = the highest probed step, no clip in it), where only the caption can set the direction.
+
 Swaps (on the first object): direction (left<->right, up<->down and the diagonals mirrored: the
 sign of a motion), axis (left/right <-> up/down: its axis), color and shape (the next value of the
 vocabulary, never the background's colour). Clips whose object the swap does not apply to (e.g.
@@ -22,7 +29,7 @@ a still object for `direction`) are skipped.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +41,11 @@ from hummingbird_t2v.diffusion.schedule import (
     vc2_latent_scale_table,
 )
 from hummingbird_t2v.errors import ConfigError
+from hummingbird_t2v.rewards.motion import (
+    ToyMotionReward,
+    foreground_centroids,
+    straight_line_travel,
+)
 from hummingbird_t2v.toyworld.captions import canonical_caption
 from hummingbird_t2v.toyworld.compare import exact_mcnemar_p
 from hummingbird_t2v.toyworld.evaluator import EVAL_WORLD_SEED, align_columns
@@ -44,7 +56,17 @@ from hummingbird_t2v.toyworld.scene import (
     resolve_vocabulary,
 )
 
-__all__ = ["SWAPS", "ProbeRow", "add_probe_parser", "format_probe", "probe_caption_word", "swap_word"]
+__all__ = [
+    "SWAPS",
+    "ProbeRow",
+    "TravelRow",
+    "add_probe_parser",
+    "format_probe",
+    "format_travel",
+    "probe_caption_word",
+    "probe_direction_travel",
+    "swap_word",
+]
 
 _OPPOSITE = {
     "left": "right", "right": "left", "up": "down", "down": "up",
@@ -106,6 +128,16 @@ class ProbeRow:
         return exact_mcnemar_p(self.prefers_asked, self.prefers_swapped)
 
 
+@dataclass(frozen=True)
+class TravelRow:
+    """How far x̂₀ moves along each clip's own direction (frame units: the short side spans 2)."""
+
+    source: str  # "clean clip" (the clips themselves), "t=<step>", or "pure noise" (no clip in the latent)
+    count: int
+    travel: dict[str, float]  # caption kind (asked, swapped, empty) -> mean travel along the clip's direction
+    true_way: dict[str, int]  # caption kind -> clips whose x̂₀ moves the clip's way
+
+
 def _probe_clips(
     count: int, swap: str, world_seed: int, vocabulary: SceneVocabulary, num_frames: int, height: int, width: int, fps: int
 ) -> tuple[np.ndarray, list[str], list[str]]:
@@ -130,6 +162,71 @@ def _probe_clips(
     return np.stack(frames), asked, swapped
 
 
+@dataclass
+class _Probe:
+    """What every reading of a probe shares: the clips, their captions, the noising and the noise."""
+
+    pipe: Any
+    frames: np.ndarray
+    asked: list[str]
+    swapped: list[str]
+    timesteps: list[int]
+    alphas_cumprod: torch.Tensor
+    latent_scale: torch.Tensor | None
+    noises: list[torch.Tensor]
+
+    @classmethod
+    def prepare(
+        cls, pipe: Any, swap: str, count: int, timesteps: Sequence[int], world_seed: int,
+        vocabulary: SceneVocabulary | str | None, seed: int, batch_size: int,
+    ) -> _Probe:
+        if count < 1 or batch_size < 1:
+            raise ConfigError(f"need --n >= 1 and --batch-size >= 1, got {count} and {batch_size}")
+        c, d = pipe.config, pipe.config.defaults
+        if not timesteps or any(not 0 <= t < c.num_train_timesteps for t in timesteps):
+            raise ConfigError(f"timesteps must lie in 0..{c.num_train_timesteps - 1}, got {list(timesteps)}")
+        if pipe.unet.config.time_cond_proj_dim:
+            raise ConfigError("the probe reads a teacher's eps prediction; this model is a consistency student (guidance projection)")
+        frames, asked, swapped = _probe_clips(count, swap, world_seed, resolve_vocabulary(vocabulary), d.num_frames, d.height, d.width, d.fps)
+        # The noising the teacher was trained with (diffusion objective) and samples with (DDIM),
+        # VideoCrafter2's latent rescale included where the model uses it.
+        alphas_cumprod = scaled_linear_alphas_cumprod(c.num_train_timesteps, c.beta_start, c.beta_end, precision="float64_then_float32")
+        latent_scale = vc2_latent_scale_table(c.num_train_timesteps, scale_b=c.scale_b) if c.use_scale else None
+        # The noise of timestep t comes from its own seed, all clips at once: a row does not depend on
+        # --batch-size or on which other timesteps are probed.
+        factor = pipe.vae.config.downsample_factor
+        shape = (count, pipe.unet.config.in_channels, d.num_frames, d.height // factor, d.width // factor)
+        noises = [torch.randn(shape, generator=torch.Generator().manual_seed(seed * c.num_train_timesteps + t)) for t in timesteps]
+        return cls(pipe, frames, asked, swapped, list(timesteps), alphas_cumprod, latent_scale, noises)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[slice, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]]:
+        """Per chunk of clips: (slice, clean latents, caption kind -> context, fps)."""
+        pipe, d = self.pipe, self.pipe.config.defaults
+        for start in range(0, len(self.asked), batch_size):
+            chunk = slice(start, start + batch_size)
+            video = torch.from_numpy(self.frames[chunk]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+            latents = pipe.vae.encode(video.to(pipe.device, pipe.dtype)).float()
+            b = latents.shape[0]
+            contexts = {
+                "asked": pipe.encode_prompt(self.asked[chunk]),
+                "swapped": pipe.encode_prompt(self.swapped[chunk]),
+                "empty": pipe.encode_prompt([""] * b),
+            }
+            fps = torch.full((b,), d.fps, dtype=torch.long, device=pipe.device)
+            yield chunk, latents, contexts, fps
+
+    def noised(self, latents: torch.Tensor, row: int, chunk: slice) -> torch.Tensor:
+        t = self.timesteps[row]
+        clean = latents * self.latent_scale[t] if self.latent_scale is not None else latents
+        alpha_bar = self.alphas_cumprod[t]
+        noise = self.noises[row][chunk].to(latents.device)
+        return alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise
+
+    def predict(self, noisy: torch.Tensor, t: int, context: torch.Tensor, fps: torch.Tensor) -> torch.Tensor:
+        t_batch = torch.full((noisy.shape[0],), t, device=self.pipe.device)
+        return self.pipe.unet(noisy.to(self.pipe.dtype), t_batch, context, fps=fps).float()
+
+
 @torch.no_grad()
 def probe_caption_word(
     pipe: Any,
@@ -143,43 +240,14 @@ def probe_caption_word(
     batch_size: int = 16,
 ) -> list[ProbeRow]:
     """One ProbeRow per timestep for `pipe` (a DDIM-sampled HummingbirdPipeline: a teacher)."""
-    if count < 1 or batch_size < 1:
-        raise ConfigError(f"need --n >= 1 and --batch-size >= 1, got {count} and {batch_size}")
-    c, d = pipe.config, pipe.config.defaults
-    if not timesteps or any(not 0 <= t < c.num_train_timesteps for t in timesteps):
-        raise ConfigError(f"timesteps must lie in 0..{c.num_train_timesteps - 1}, got {list(timesteps)}")
-    if pipe.unet.config.time_cond_proj_dim:
-        raise ConfigError("the probe reads a teacher's eps prediction; this model is a consistency student (guidance projection)")
-    frames, asked, swapped = _probe_clips(count, swap, world_seed, resolve_vocabulary(vocabulary), d.num_frames, d.height, d.width, d.fps)
-    # The noising the teacher was trained with (diffusion objective) and samples with (DDIM),
-    # VideoCrafter2's latent rescale included where the model uses it.
-    alphas_cumprod = scaled_linear_alphas_cumprod(c.num_train_timesteps, c.beta_start, c.beta_end, precision="float64_then_float32")
-    latent_scale = vc2_latent_scale_table(c.num_train_timesteps, scale_b=c.scale_b) if c.use_scale else None
-    # The noise of timestep t comes from its own seed, all clips at once: a row does not depend on
-    # --batch-size or on which other timesteps are probed.
-    factor = pipe.vae.config.downsample_factor
-    shape = (count, pipe.unet.config.in_channels, d.num_frames, d.height // factor, d.width // factor)
-    noises = [torch.randn(shape, generator=torch.Generator().manual_seed(seed * c.num_train_timesteps + t)) for t in timesteps]
+    probe = _Probe.prepare(pipe, swap, count, timesteps, world_seed, vocabulary, seed, batch_size)
     errors = {name: torch.zeros(len(timesteps), count) for name in ("asked", "swapped", "empty")}
-    for start in range(0, count, batch_size):
-        chunk = slice(start, start + batch_size)
-        video = torch.from_numpy(frames[chunk]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
-        latents = pipe.vae.encode(video.to(pipe.device, pipe.dtype)).float()
-        b = latents.shape[0]
-        contexts = {
-            "asked": pipe.encode_prompt(asked[chunk]),
-            "swapped": pipe.encode_prompt(swapped[chunk]),
-            "empty": pipe.encode_prompt([""] * b),
-        }
-        fps = torch.full((b,), d.fps, dtype=torch.long, device=pipe.device)
-        for row, t in enumerate(timesteps):
-            noise = noises[row][chunk].to(pipe.device)
-            alpha_bar = alphas_cumprod[t]
-            clean = latents * latent_scale[t] if latent_scale is not None else latents
-            noisy = (alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise).to(pipe.dtype)
-            t_batch = torch.full((b,), t, device=pipe.device)
+    for chunk, latents, contexts, fps in probe.batches(batch_size):
+        for row, t in enumerate(probe.timesteps):
+            noisy = probe.noised(latents, row, chunk)
+            noise = probe.noises[row][chunk].to(pipe.device)
             for name, context in contexts.items():
-                eps = pipe.unet(noisy, t_batch, context, fps=fps).float()
+                eps = probe.predict(noisy, t, context, fps)
                 errors[name][row, chunk] = (eps - noise).pow(2).flatten(1).mean(1).cpu()
     return [
         ProbeRow(
@@ -190,7 +258,59 @@ def probe_caption_word(
             prefers_asked=int((errors["asked"][row] < errors["swapped"][row]).sum()),
             prefers_swapped=int((errors["swapped"][row] < errors["asked"][row]).sum()),
         )
-        for row, t in enumerate(timesteps)
+        for row, t in enumerate(probe.timesteps)
+    ]
+
+
+@torch.no_grad()
+def probe_direction_travel(
+    pipe: Any,
+    *,
+    swap: str = "direction",
+    count: int = 32,
+    timesteps: Sequence[int] = DEFAULT_TIMESTEPS,
+    world_seed: int = EVAL_WORLD_SEED,
+    vocabulary: SceneVocabulary | str | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> list[TravelRow]:
+    """How far the one-step x̂₀ moves along each clip's own direction, under the true, the swapped and
+    the empty caption: a row for the clean clips themselves (the same under every caption), one per
+    timestep, then one from pure noise at the highest timestep."""
+    if swap not in ("direction", "axis"):
+        raise ConfigError(f"--travel reads motion; use it with --swap direction or axis, not {swap!r}")
+    probe = _Probe.prepare(pipe, swap, count, timesteps, world_seed, vocabulary, seed, batch_size)
+    directions = ToyMotionReward().directions(probe.asked)
+    sources = ["clean clip"] + [f"t={t}" for t in probe.timesteps] + ["pure noise"]
+    travel = {name: torch.zeros(len(sources), count) for name in ("asked", "swapped", "empty")}
+    top = max(range(len(probe.timesteps)), key=lambda row: probe.timesteps[row])
+
+    def along(x0: torch.Tensor, chunk: slice, t: int | None) -> torch.Tensor:
+        if t is not None and probe.latent_scale is not None:  # back to the latents the VAE decodes, as the sampler's x̂₀
+            x0 = x0 / probe.latent_scale[t]
+        frames = ((pipe.vae.decode(x0.to(pipe.dtype)).float().transpose(1, 2) + 1) / 2).clamp(0, 1)
+        moved = straight_line_travel(foreground_centroids(frames)).cpu()
+        return (moved * directions[chunk]).sum(-1)
+
+    for chunk, latents, contexts, fps in probe.batches(batch_size):
+        clean = along(latents, chunk, None)
+        for values in travel.values():
+            values[0, chunk] = clean
+        for row, t in enumerate([*probe.timesteps, probe.timesteps[top]]):
+            alpha_bar = probe.alphas_cumprod[t]
+            noisy = probe.noised(latents, row, chunk) if row < len(probe.timesteps) else probe.noises[top][chunk].to(pipe.device)
+            for name, context in contexts.items():
+                eps = probe.predict(noisy, t, context, fps)
+                x0 = (noisy.float() - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+                travel[name][row + 1, chunk] = along(x0, chunk, t)
+    return [
+        TravelRow(
+            source=source,
+            count=count,
+            travel={name: float(values[row].mean()) for name, values in travel.items()},
+            true_way={name: int((values[row] > 0).sum()) for name, values in travel.items()},
+        )
+        for row, source in enumerate(sources)
     ]
 
 
@@ -206,6 +326,15 @@ def format_probe(rows: Sequence[ProbeRow]) -> str:
             f"{r.prefers_asked}/{r.prefers_asked + r.prefers_swapped}",
             f"{r.p_value:.3g}",
         ]
+        for r in rows
+    ]
+    return "\n".join(align_columns(headers, body))
+
+
+def format_travel(rows: Sequence[TravelRow]) -> str:
+    headers = ["x̂₀ from", "asked: travel, clip's way", "swapped: travel, clip's way", "empty: travel, clip's way"]
+    body = [
+        [r.source, *(f"{r.travel[name]:+.3f}, {r.true_way[name]}/{r.count}" for name in ("asked", "swapped", "empty"))]
         for r in rows
     ]
     return "\n".join(align_columns(headers, body))
@@ -239,6 +368,14 @@ def run_probe(args: argparse.Namespace) -> int:
     )
     print(f"caption probe of {model}: swap {args.swap}, {args.n} clips of the evaluation world (seed {args.world_seed})")
     print(format_probe(rows))
+    if args.travel:
+        travel = probe_direction_travel(
+            pipe, swap=args.swap, count=args.n, timesteps=timesteps, world_seed=args.world_seed,
+            vocabulary=vocabulary, seed=args.seed, batch_size=args.batch_size,
+        )
+        print("\none-step x̂₀'s travel along each clip's own direction (frame units; a model that follows the word moves")
+        print("it the clip's way under the asked caption only; pure noise holds no clip, so only the caption can)")
+        print(format_travel(travel))
     return 0
 
 
@@ -253,6 +390,7 @@ def add_probe_parser(commands: Any) -> None:
     parser.add_argument("--model", default=None, help="teacher model folder (default: the built-in toy model)")
     parser.add_argument("--swap", choices=SWAPS, required=True, help="which word of the caption to swap")
     parser.add_argument("--n", type=int, default=32, help="number of clips (default 32)")
+    parser.add_argument("--travel", action="store_true", help="also decode x̂₀ and read which way it moves (direction, axis swaps)")
     parser.add_argument("--timesteps", default=",".join(map(str, DEFAULT_TIMESTEPS)), help="comma-separated noise levels")
     parser.add_argument("--world-seed", type=int, default=EVAL_WORLD_SEED, help=f"evaluation world (default {EVAL_WORLD_SEED})")
     parser.add_argument("--vocabulary", default=None, help="toy vocabulary (default: the model's, else full)")

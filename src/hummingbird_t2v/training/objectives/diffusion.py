@@ -22,7 +22,25 @@ holds more strongly (a 16x16 frame's mean is far noisier than the clip's, yet st
 at t = 999), and a model that reads each frame's colour off its own noise paints a different
 background in every frame of a sampled video; `frame_offset_noise` adds one more Gaussian value
 per clip, channel *and frame*, so that a frame's colour has to come from the caption and the
-other frames (temporal attention) instead.
+other frames (temporal attention) instead. `frame_pyramid_noise` carries the same idea from a
+frame's mean to its coarse layout: per clip, channel and frame it adds Gaussian noise drawn at 1/2,
+1/4, ... of the latent's height and width (down to 2x2), upsampled bilinearly, level i scaled by
+`frame_pyramid_noise`**i (multi-resolution noise, Wasserman 2023, drawn per frame). Why: where an
+object sits in each frame, and so which way it moves, is still readable in a noisy latent at
+t = 999 (the toy teacher's one-step x̂₀ of real clips noised there moved the clips' own way in 27
+of 32 whichever direction the caption named, and from pure noise in no consistent way), so the
+model learns to read the direction off the noise, and sampling from fresh noise gives it a random
+one; hiding each frame's coarse layout makes the caption and the frame's index the source.
+
+Optional `pure_noise_x0_weight` trains the sampler's first step for what it is. A sampler starts
+from pure noise at the highest timestep, a latent with no clip in it, while training at that
+timestep always leaves √ᾱ ≈ 0.07 of the clip in (the schedule's terminal SNR is not zero: Lin et
+al. 2024, "Common Diffusion Noise Schedules and Sample Steps Are Flawed"), so a model can meet the
+loss there by reading the clip instead of the caption. With the weight w > 0 the model also
+predicts ε from fresh noise at t = T − 1 with the batch's (dropped-out) captions, and
+w · mean((x̂₀ − z0)²) is added: the best it can do is the caption's mean clip, per frame, which is
+what the first step should lay out (with the eps loss that step weighs the clean-latent error by
+SNR = 0.005; this weighs it by w).
 
 Optional reward feedback (`rewards`, the entries stage 2 takes) on a latent at high noise: the
 model predicts ε there with the true caption, and each reward term scores the decoded one-step
@@ -71,7 +89,31 @@ from hummingbird_t2v.training.objectives.reward_terms import (
     build_reward_terms,
 )
 
-__all__ = ["DiffusionObjective", "DiffusionSettings"]
+__all__ = ["DiffusionObjective", "DiffusionSettings", "frame_pyramid_noise"]
+
+
+def frame_pyramid_noise(
+    shape: torch.Size | tuple[int, ...],
+    discount: float,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Noise of `shape` (b, c, frames, h, w) made of Gaussian fields drawn per frame at 1/2, 1/4, ...
+    of (h, w), down to 2x2, each upsampled bilinearly to (h, w) and level i scaled by discount**i."""
+    if len(shape) != 5:
+        raise ConfigError(
+            f"objective.frame_pyramid_noise needs video latents (b, c, frames, h, w), got shape {tuple(shape)}; set it to 0"
+        )
+    b, c, frames, height, width = shape
+    total = torch.zeros(shape, device=device)
+    level = 1
+    while min(height, width) >> level >= 2:
+        coarse = torch.randn((b * frames, c, height >> level, width >> level), generator=generator, device=device)
+        field = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+        total += discount**level * field.view(b, frames, c, height, width).transpose(1, 2)
+        level += 1
+    return total
 
 
 @dataclass(frozen=True)
@@ -94,6 +136,10 @@ class DiffusionSettings:
     offset_noise: float = 0.0
     # Offset noise drawn per frame as well (scale; 0: off): video latents (b, c, frames, h, w) only.
     frame_offset_noise: float = 0.0
+    # Multi-resolution noise per frame (level i at 1/2**i of the size, scaled by this**i; 0: off).
+    frame_pyramid_noise: float = 0.0
+    # Weight of the clean-latent error of a prediction from pure noise at t = T - 1 (0: off).
+    pure_noise_x0_weight: float = 0.0
     # Reward terms scored on x̂₀ at high noise (the same entries as stage 2's `objective.rewards`).
     rewards: tuple[RewardSpec, ...] = ()
     # The timesteps [low, high] the rewards' x̂₀ is predicted at.
@@ -110,6 +156,10 @@ class DiffusionSettings:
             raise ConfigError(f"objective.offset_noise must be >= 0 (0.1 is usual), got {self.offset_noise}")
         if not self.frame_offset_noise >= 0:
             raise ConfigError(f"objective.frame_offset_noise must be >= 0 (0.1 is usual), got {self.frame_offset_noise}")
+        if not 0 <= self.frame_pyramid_noise < 1:
+            raise ConfigError(f"objective.frame_pyramid_noise must lie in [0, 1) (0.5-0.8 is usual), got {self.frame_pyramid_noise}")
+        if not self.pure_noise_x0_weight >= 0:
+            raise ConfigError(f"objective.pure_noise_x0_weight must be >= 0 (0.01 is about the eps loss's size), got {self.pure_noise_x0_weight}")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ConfigError(f"objective.min_snr_gamma must be > 0 (5 is usual) or null, got {self.min_snr_gamma}")
         if self.snr_floor is not None and not self.snr_floor > 0:
@@ -196,6 +246,8 @@ class DiffusionObjective(Objective):
                 )
             per_frame = (b, z0.shape[1], z0.shape[2], 1, 1)
             noise = noise + self.settings.frame_offset_noise * torch.randn(per_frame, generator=generator, device=device)
+        if self.settings.frame_pyramid_noise > 0:
+            noise = noise + frame_pyramid_noise(z0.shape, self.settings.frame_pyramid_noise, generator=generator, device=device)
 
         z_t = self._noised(z0, t, noise)
         context = torch.where(drop.view(b, 1, 1), batch.uncond_context, batch.context)
@@ -210,10 +262,31 @@ class DiffusionObjective(Objective):
             # The weight of the clean-latent error, then divided by SNR to weigh the eps error.
             clean_weight = snr.clamp(max=s.min_snr_gamma, min=s.snr_floor)
             loss = (clean_weight / snr * per_clip).mean()
-        if self.reward_feedback is None:
+        logs: dict[str, Any] = {}
+        extra = torch.zeros((), device=device)
+        if s.pure_noise_x0_weight > 0:
+            first_step = self._pure_noise_x0_error(z0, context, batch.fps, generator)
+            extra = extra + s.pure_noise_x0_weight * first_step
+            logs["loss_pure_noise_x0"] = first_step.detach()
+        if self.reward_feedback is not None:
+            reward_loss, reward_logs = self._reward_loss(self.reward_feedback, batch, generator)
+            extra = extra + reward_loss
+            logs.update(reward_logs)
+        if not logs:
             return ObjectiveOutput(loss=loss)
-        reward_loss, logs = self._reward_loss(self.reward_feedback, batch, generator)
-        return ObjectiveOutput(loss=loss + reward_loss, logs={"loss_eps": loss.detach(), **logs})
+        return ObjectiveOutput(loss=loss + extra, logs={"loss_eps": loss.detach(), **logs})
+
+    def _pure_noise_x0_error(
+        self, z0: torch.Tensor, context: torch.Tensor, fps: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """mean((x̂₀ − z0)²) of the prediction at t = T − 1 from fresh noise that holds no clip."""
+        b = z0.shape[0]
+        t = torch.full((b,), self.settings.num_train_timesteps - 1, device=z0.device)
+        pure_noise = torch.randn(z0.shape, generator=generator, device=z0.device)
+        eps = self.model(pure_noise, t, context, fps=fps).float()
+        x0 = predicted_original_sample(pure_noise, eps, self.alphas_cumprod[t])
+        target = z0 * self.latent_scale[t].view(-1, *([1] * (z0.ndim - 1))) if self.latent_scale is not None else z0
+        return F.mse_loss(x0, target)
 
     def _reward_loss(
         self, feedback: RewardFeedback, batch: TrainBatch, generator: torch.Generator | None
