@@ -23,14 +23,14 @@ at t = 999), and a model that reads each frame's colour off its own noise paints
 background in every frame of a sampled video; `frame_offset_noise` adds one more Gaussian value
 per clip, channel *and frame*, so that a frame's colour has to come from the caption and the
 other frames (temporal attention) instead. `frame_pyramid_noise` carries the same idea from a
-frame's mean to its coarse layout: per clip, channel and frame it adds Gaussian noise drawn at 1/2,
-1/4, ... of the latent's height and width (down to 2x2), upsampled bilinearly, level i scaled by
-`frame_pyramid_noise`**i (multi-resolution noise, Wasserman 2023, drawn per frame). Why: where an
-object sits in each frame, and so which way it moves, is still readable in a noisy latent at
-t = 999 (the toy teacher's one-step x̂₀ of real clips noised there moved the clips' own way in 27
-of 32 whichever direction the caption named, and from pure noise in no consistent way), so the
-model learns to read the direction off the noise, and sampling from fresh noise gives it a random
-one; hiding each frame's coarse layout makes the caption and the frame's index the source.
+frame's mean to its coarse layout: per clip, channel and frame it adds Gaussian noise drawn at
+1/2, 1/4, ... of the latent's height and width (down to 2x2), upsampled bilinearly, level i
+scaled by `frame_pyramid_noise`**i (Whitaker's multi-resolution noise, 2023, drawn per frame).
+Why: where an object sits in each frame, and so which way it moves, is still readable in a noisy
+latent at t = 999 (the toy teacher's one-step x̂₀ of real clips noised there moved the clips' own
+way in 27 of 32 whichever direction the caption named, and from pure noise in no consistent way),
+so the model learns to read the direction off the noise, and sampling from fresh noise gives it a
+random one; hiding each frame's coarse layout makes the caption and the frame's index the source.
 
 Optional `pure_noise_x0_weight` trains the sampler's first step for what it is. A sampler starts
 from pure noise at the highest timestep, a latent with no clip in it, while training at that
