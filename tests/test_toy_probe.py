@@ -126,6 +126,9 @@ def test_travel_probe_reads_which_way_the_one_step_prediction_moves(builtin):
     assert clean.travel["asked"] > 0.3
     for name in ("asked", "swapped", "empty"):
         assert low.travel[name] == pytest.approx(clean.travel["asked"], abs=0.05)
+    # The pure-noise row starts where a sampler does (t = 999), whichever timesteps are probed.
+    (*_, pure_noise) = probe_direction_travel(builtin, count=3, timesteps=[50], vocabulary="core", batch_size=3)
+    assert pure_noise.travel == pytest.approx(rows[-1].travel, abs=1e-5)
     with pytest.raises(ConfigError, match="--travel reads motion"):
         probe_direction_travel(builtin, swap="color", count=2)
 

@@ -18,7 +18,7 @@ prediction x̂₀ under each caption is decoded and its object's travel along th
 direction measured (`toy_motion`'s centroid tracker). A model that follows the word moves x̂₀ the
 asked way under the true caption and the other way under the swapped one; a model that reads the
 direction off the noise moves it the clip's way under both. A last row starts from pure noise
-(t = the highest probed step, no clip in it), where only the caption can set the direction.
+at t = T - 1 (no clip in it), as a sampler does, where only the caption can set the direction.
 
 Swaps (on the first object): direction (left<->right, up<->down and the diagonals mirrored: the
 sign of a motion), axis (left/right <-> up/down: its axis), color and shape (the next value of the
@@ -276,14 +276,16 @@ def probe_direction_travel(
 ) -> list[TravelRow]:
     """How far the one-step x̂₀ moves along each clip's own direction, under the true, the swapped and
     the empty caption: a row for the clean clips themselves (the same under every caption), one per
-    timestep, then one from pure noise at the highest timestep."""
+    timestep, then one from pure noise at t = T - 1, where a sampler starts."""
     if swap not in ("direction", "axis"):
         raise ConfigError(f"--travel reads motion; use it with --swap direction or axis, not {swap!r}")
     probe = _Probe.prepare(pipe, swap, count, timesteps, world_seed, vocabulary, seed, batch_size)
     directions = ToyMotionReward().directions(probe.asked)
     sources = ["clean clip"] + [f"t={t}" for t in probe.timesteps] + ["pure noise"]
     travel = {name: torch.zeros(len(sources), count) for name in ("asked", "swapped", "empty")}
-    top = max(range(len(probe.timesteps)), key=lambda row: probe.timesteps[row])
+    # Pure noise at the step a sampler starts from, with that step's noise seed (as its row's, if probed).
+    last = pipe.config.num_train_timesteps - 1
+    pure_noise = torch.randn(probe.noises[0].shape, generator=torch.Generator().manual_seed(seed * (last + 1) + last))
 
     def along(x0: torch.Tensor, chunk: slice, t: int | None) -> torch.Tensor:
         if t is not None and probe.latent_scale is not None:  # back to the latents the VAE decodes, as the sampler's x̂₀
@@ -296,9 +298,9 @@ def probe_direction_travel(
         clean = along(latents, chunk, None)
         for values in travel.values():
             values[0, chunk] = clean
-        for row, t in enumerate([*probe.timesteps, probe.timesteps[top]]):
+        for row, t in enumerate([*probe.timesteps, last]):
             alpha_bar = probe.alphas_cumprod[t]
-            noisy = probe.noised(latents, row, chunk) if row < len(probe.timesteps) else probe.noises[top][chunk].to(pipe.device)
+            noisy = probe.noised(latents, row, chunk) if row < len(probe.timesteps) else pure_noise[chunk].to(pipe.device)
             for name, context in contexts.items():
                 eps = probe.predict(noisy, t, context, fps)
                 x0 = (noisy.float() - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
