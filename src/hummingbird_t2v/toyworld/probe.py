@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hummingbird_t2v.diffusion.consistency import predicted_original_sample
 from hummingbird_t2v.diffusion.schedule import (
     scaled_linear_alphas_cumprod,
     vc2_latent_scale_table,
@@ -162,6 +163,12 @@ def _probe_clips(
     return np.stack(frames), asked, swapped
 
 
+def _timestep_noise(shape: Sequence[int], seed: int, num_train_timesteps: int, t: int) -> torch.Tensor:
+    """The probe's noise for timestep t: its own seed, so a row depends on neither --batch-size nor
+    the other timesteps probed."""
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed * num_train_timesteps + t))
+
+
 @dataclass
 class _Probe:
     """What every reading of a probe shares: the clips, their captions, the noising and the noise."""
@@ -196,7 +203,7 @@ class _Probe:
         # --batch-size or on which other timesteps are probed.
         factor = pipe.vae.config.downsample_factor
         shape = (count, pipe.unet.config.in_channels, d.num_frames, d.height // factor, d.width // factor)
-        noises = [torch.randn(shape, generator=torch.Generator().manual_seed(seed * c.num_train_timesteps + t)) for t in timesteps]
+        noises = [_timestep_noise(shape, seed, c.num_train_timesteps, t) for t in timesteps]
         return cls(pipe, frames, asked, swapped, list(timesteps), alphas_cumprod, latent_scale, noises)
 
     def batches(self, batch_size: int) -> Iterator[tuple[slice, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]]:
@@ -285,7 +292,7 @@ def probe_direction_travel(
     travel = {name: torch.zeros(len(sources), count) for name in ("asked", "swapped", "empty")}
     # Pure noise at the step a sampler starts from, with that step's noise seed (as its row's, if probed).
     last = pipe.config.num_train_timesteps - 1
-    pure_noise = torch.randn(probe.noises[0].shape, generator=torch.Generator().manual_seed(seed * (last + 1) + last))
+    pure_noise = _timestep_noise(probe.noises[0].shape, seed, pipe.config.num_train_timesteps, last)
 
     def along(x0: torch.Tensor, chunk: slice, t: int | None) -> torch.Tensor:
         if t is not None and probe.latent_scale is not None:  # back to the latents the VAE decodes, as the sampler's x̂₀
@@ -299,11 +306,10 @@ def probe_direction_travel(
         for values in travel.values():
             values[0, chunk] = clean
         for row, t in enumerate([*probe.timesteps, last]):
-            alpha_bar = probe.alphas_cumprod[t]
             noisy = probe.noised(latents, row, chunk) if row < len(probe.timesteps) else pure_noise[chunk].to(pipe.device)
             for name, context in contexts.items():
                 eps = probe.predict(noisy, t, context, fps)
-                x0 = (noisy.float() - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+                x0 = predicted_original_sample(noisy.float(), eps, probe.alphas_cumprod[t])
                 travel[name][row + 1, chunk] = along(x0, chunk, t)
     return [
         TravelRow(
