@@ -11,7 +11,12 @@ from typing import Any
 from safetensors import safe_open
 
 from hummingbird_t2v.checkpoints.components import split_components
-from hummingbird_t2v.checkpoints.folder import CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME, read_json
+from hummingbird_t2v.checkpoints.folder import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    WEIGHTS_NAME,
+    read_json,
+)
 from hummingbird_t2v.checkpoints.formats import read_checkpoint
 from hummingbird_t2v.checkpoints.unet_keys import infer_unet_config, match_unet_preset
 from hummingbird_t2v.errors import CheckpointError
@@ -103,7 +108,8 @@ def _summarize_folder(folder: Path) -> CheckpointSummary:
     index = read_json(folder / INDEX_NAME)
     components = []
     unet_shapes: dict[str, Any] = {}
-    for name in COMPONENTS:
+    optional = [name for name in index.get("components", {}) if name not in COMPONENTS]  # e.g. a caption prior
+    for name in (*COMPONENTS, *optional):
         weights = folder / name / WEIGHTS_NAME
         if not (folder / name / CONFIG_NAME).is_file() or not weights.is_file():
             raise CheckpointError(f"{folder} lacks {name}/{CONFIG_NAME} or {name}/{WEIGHTS_NAME}; re-create it with `hummingbird convert`")

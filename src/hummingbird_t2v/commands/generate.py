@@ -9,7 +9,11 @@ from pathlib import Path
 
 import torch
 
-from hummingbird_t2v.commands.common import add_device_arguments, resolve_device, resolve_dtype
+from hummingbird_t2v.commands.common import (
+    add_device_arguments,
+    resolve_device,
+    resolve_dtype,
+)
 from hummingbird_t2v.errors import ConfigError
 
 OUTPUT_SUFFIXES = (".mp4", ".gif")
@@ -33,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--height", type=int, help="height in pixels (default 320)")
     parser.add_argument("--width", type=int, help="width in pixels (default 512)")
     parser.add_argument("--negative-prompt", help="teacher only: replaces the empty unconditional prompt")
+    parser.add_argument("--prior-strength", type=float, default=1.0,
+                        help="models with a caption prior: how far the starting noise moves to the caption's mean clip (0: not at all; default 1)")
     parser.add_argument("--decode-chunk-size", type=int, default=8, help="frames decoded at once by the VAE (memory bound)")
     parser.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="file format when -o is a folder")
     parser.add_argument("-o", "--output", type=Path, default=Path("outputs"), help="output folder, or a .mp4/.gif file for one video")
@@ -88,7 +94,10 @@ def ensure_writable(folder: Path) -> None:
 
 def builtin_weights(model: str | None) -> str:
     """No --weights: the toy-world model that ships with the package (it knows only toy prompts)."""
-    from hummingbird_t2v.toyworld.builtin import builtin_model_folder, model_toy_vocabulary
+    from hummingbird_t2v.toyworld.builtin import (
+        builtin_model_folder,
+        model_toy_vocabulary,
+    )
     from hummingbird_t2v.toyworld.scene import describe_vocabulary
 
     folder = builtin_model_folder()
@@ -140,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             fps=fps,
             negative_prompt=args.negative_prompt,
             generator=generator,
+            prior_strength=args.prior_strength,
             decode_chunk_size=args.decode_chunk_size,
             progress=not args.no_progress,
         )

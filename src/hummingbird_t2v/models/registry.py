@@ -12,17 +12,22 @@ from typing import Any
 from torch import nn
 
 from hummingbird_t2v.errors import CheckpointError
+from hummingbird_t2v.models.caption_prior import CaptionMeanPrior, CaptionPriorConfig
 from hummingbird_t2v.models.text_encoder import OpenCLIPTextEncoder, TextEncoderConfig
 from hummingbird_t2v.models.unet import UNet3D
 from hummingbird_t2v.models.unet_config import UNetConfig
 from hummingbird_t2v.models.vae import VAEConfig, VideoVAE
-from hummingbird_t2v.models.word_text_encoder import WordTextEncoder, WordTextEncoderConfig
+from hummingbird_t2v.models.word_text_encoder import (
+    WordTextEncoder,
+    WordTextEncoderConfig,
+)
 
 COMPONENT_CLASSES: dict[str, tuple[type[nn.Module], Any]] = {
     "UNet3D": (UNet3D, UNetConfig),
     "VideoVAE": (VideoVAE, VAEConfig),
     "OpenCLIPTextEncoder": (OpenCLIPTextEncoder, TextEncoderConfig),
     "WordTextEncoder": (WordTextEncoder, WordTextEncoderConfig),
+    "CaptionMeanPrior": (CaptionMeanPrior, CaptionPriorConfig),
 }
 
 

@@ -2,7 +2,9 @@
 
 Students (a U-Net with a guidance projection) sample with the multistep consistency sampler, one U-Net
 pass per step; the teacher (no guidance projection) samples with DDIM and classifier-free guidance.
-Both go through the same call, so a user can compare them with one line changed.
+Both go through the same call, so a user can compare them with one line changed. A model folder may
+also hold a `prior` (models/caption_prior.py): the caption's mean latent clip, which the sampler's
+starting noise is shifted by, because the schedule's terminal SNR is not zero.
 """
 
 from __future__ import annotations
@@ -28,10 +30,16 @@ from hummingbird_t2v.checkpoints.folder import (
     save_component,
     write_json,
 )
-from hummingbird_t2v.diffusion.consistency import sample_consistency
-from hummingbird_t2v.diffusion.ddim import sample_ddim_cfg
+from hummingbird_t2v.diffusion.consistency import (
+    consistency_timesteps,
+    sample_consistency,
+)
+from hummingbird_t2v.diffusion.ddim import ddim_timesteps, sample_ddim_cfg
 from hummingbird_t2v.diffusion.guidance import guidance_scale_embedding
-from hummingbird_t2v.diffusion.schedule import scaled_linear_alphas_cumprod
+from hummingbird_t2v.diffusion.schedule import (
+    scaled_linear_alphas_cumprod,
+    vc2_latent_scale_table,
+)
 from hummingbird_t2v.errors import CheckpointError, ConfigError
 from hummingbird_t2v.models.registry import build_component, component_class_name
 from hummingbird_t2v.models.unet import UNet3D
@@ -63,9 +71,11 @@ def _validate_prompts(prompt: str | Sequence[str]) -> list[str]:
 
 
 class HummingbirdPipeline:
-    """U-Net + VAE + text encoder (which tokenizes itself) + how to sample them."""
+    """U-Net + VAE + text encoder (which tokenizes itself) + how to sample them, and optionally a
+    caption prior (`CaptionMeanPrior`) that sets the mean of the starting noise."""
 
     COMPONENTS = ("unet", "vae", "text_encoder")
+    OPTIONAL_COMPONENTS = ("prior",)
 
     def __init__(
         self,
@@ -73,6 +83,7 @@ class HummingbirdPipeline:
         vae: VideoVAE,
         text_encoder: torch.nn.Module,
         config: PipelineConfig | None = None,
+        prior: torch.nn.Module | None = None,
     ) -> None:
         if config is None:
             config = PipelineConfig.for_sampler("consistency" if unet.config.time_cond_proj_dim else "ddim")
@@ -82,6 +93,13 @@ class HummingbirdPipeline:
         self.vae = vae
         self.text_encoder = text_encoder
         self.config = config
+        self.prior = prior
+
+    @property
+    def components(self) -> dict[str, torch.nn.Module]:
+        """The modules this pipeline holds, by folder name (the optional ones only when present)."""
+        present = {name: getattr(self, name) for name in self.COMPONENTS + self.OPTIONAL_COMPONENTS}
+        return {name: module for name, module in present.items() if module is not None}
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -123,18 +141,18 @@ class HummingbirdPipeline:
                     "drop --model or pick the matching preset"
                 )
         classes = index.get("components", {})
-        if set(classes) != set(cls.COMPONENTS):
+        if not set(cls.COMPONENTS) <= set(classes) <= set(cls.COMPONENTS + cls.OPTIONAL_COMPONENTS):
             raise CheckpointError(
-                f"{folder / INDEX_NAME} must name the class of each of {cls.COMPONENTS} under 'components'; "
-                "re-create the folder with `hummingbird convert`"
+                f"{folder / INDEX_NAME} must name the class of each of {cls.COMPONENTS} (and optionally "
+                f"{cls.OPTIONAL_COMPONENTS}) under 'components'; re-create the folder with `hummingbird convert`"
             )
-        modules = [
-            load_component(
+        modules = {
+            name: load_component(
                 folder / name, lambda c, n=name: build_component(classes[n], c), dtype=torch_dtype, device=device
             )
-            for name in cls.COMPONENTS
-        ]
-        return cls(*modules, config)
+            for name in classes
+        }
+        return cls(**modules, config=config)
 
     def save_pretrained(self, folder: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model folder next to `folder` under a temporary name, then move it into place."""
@@ -145,8 +163,7 @@ class HummingbirdPipeline:
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             classes = {}
-            for name in self.COMPONENTS:
-                module = getattr(self, name)
+            for name, module in self.components.items():
                 classes[name] = component_class_name(module)
                 save_component(staging / name, module, module.config.to_dict())
             write_json(staging / INDEX_NAME, {**self.config.to_dict(), "components": classes})
@@ -159,8 +176,8 @@ class HummingbirdPipeline:
         return folder
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> HummingbirdPipeline:
-        for name in self.COMPONENTS:
-            getattr(self, name).to(device=device, dtype=dtype)
+        for module in self.components.values():
+            module.to(device=device, dtype=dtype)
         return self
 
     @property
@@ -209,6 +226,7 @@ class HummingbirdPipeline:
         negative_prompt: str | Sequence[str] | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
+        prior_strength: float = 1.0,
         output_type: OutputType = "np",
         decode_chunk_size: int = 8,
         progress: bool = True,
@@ -216,7 +234,9 @@ class HummingbirdPipeline:
     ) -> HummingbirdPipelineOutput:
         """Generate one video per prompt. `generator` (a torch.Generator on the CPU or the pipeline's device)
         makes the result reproducible; `negative_prompt` replaces the empty unconditional prompt of the
-        teacher's classifier-free guidance (students have no unconditional pass)."""
+        teacher's classifier-free guidance (students have no unconditional pass). `latents` is the
+        starting noise; with a caption prior it is shifted by `prior_strength` times the prior's mean
+        at the first timestep (0 ignores the prior; 1 matches the training marginal's mean)."""
         defaults = self.config.defaults
         num_frames = defaults.num_frames if num_frames is None else num_frames
         height = defaults.height if height is None else height
@@ -238,6 +258,17 @@ class HummingbirdPipeline:
         elif tuple(latents.shape) != shape:
             raise ConfigError(f"latents have shape {tuple(latents.shape)}, expected {shape} for these sizes")
         latents = latents.to(device=self.device, dtype=self.dtype)
+        alphas_cumprod = self._alphas_cumprod()
+        if self.prior is not None and prior_strength != 0:
+            first = int(self._timesteps(steps)[0])
+            mean = self.prior(context, num_frames, height // factor, width // factor).to(self.dtype)
+            # E[z_t | c] = sqrt(alpha_bar_t) * s(t) * E[z0 | c], s(t) being VC2's latent scale where the
+            # model was trained with it. Only the mean moves: the noise keeps unit variance, so strength
+            # 0 and no prior agree (the training marginal's variance, 1 - alpha_bar, is within 1 % of 1).
+            shift = alphas_cumprod[first].sqrt()
+            if self.config.use_scale and self.config.sampler == "ddim":
+                shift = shift * float(vc2_latent_scale_table(self.config.num_train_timesteps, scale_b=self.config.scale_b)[first])
+            latents = latents + prior_strength * shift * mean
 
         bar = tqdm(total=steps, desc="sampling", unit="step", disable=not progress, leave=False)
 
@@ -246,7 +277,6 @@ class HummingbirdPipeline:
             if callback is not None:
                 callback(step)
 
-        alphas_cumprod = self._alphas_cumprod()
         fps_tensor = torch.full((batch,), int(fps), dtype=torch.long, device=self.device)
         try:
             if self.config.sampler == "consistency":
@@ -296,6 +326,13 @@ class HummingbirdPipeline:
         return HummingbirdPipelineOutput(
             frames=[[Image.fromarray(to_uint8(frame)) for frame in clip] for clip in frames]
         )
+
+    def _timesteps(self, steps: int) -> torch.Tensor:
+        """The training timesteps the configured sampler visits, first one first."""
+        num_train_timesteps = self.config.num_train_timesteps
+        if self.config.sampler == "consistency":
+            return consistency_timesteps(steps, self.config.origin_steps, num_train_timesteps)
+        return ddim_timesteps(steps, num_train_timesteps)
 
     def _alphas_cumprod(self) -> torch.Tensor:
         # The two samplers were recorded with different precisions of the same schedule (see diffusion/schedule.py).

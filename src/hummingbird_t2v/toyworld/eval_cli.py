@@ -103,6 +103,7 @@ def _generate_and_score(args: argparse.Namespace, vocabulary: Any, evaluator: An
             vocabulary=vocabulary,
             num_inference_steps=args.steps,
             guidance_scale=args.guidance_scale,
+            prior_strength=args.prior_strength,
             seed=args.seed,
             batch_size=args.batch_size,
             evaluator=evaluator,
@@ -130,6 +131,8 @@ def add_eval_parser(commands: Any) -> None:
     parser.add_argument("--n", type=int, default=200, help="number of prompts / clips (default 200)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="guidance scale (default: the model's)")
+    parser.add_argument("--prior-strength", type=float, default=1.0,
+                        help="models with a caption prior: its weight in the starting noise (0 samples as without it; default 1)")
     parser.add_argument("--captions", choices=("canonical", "paraphrase"), default="canonical",
                         help="prompt wording: canonical captions or the toy world's paraphrases (default canonical)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")

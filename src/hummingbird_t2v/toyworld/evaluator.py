@@ -432,6 +432,7 @@ def generate_eval_videos(
     seed: int = 0,
     batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
+    prior_strength: float = 1.0,
 ) -> np.ndarray:
     """One video per prompt from `pipe` (a HummingbirdPipeline), as 8-bit frames (n, T, H, W, 3),
     the way they would be saved. The same seed gives every model the same starting noise."""
@@ -445,6 +446,7 @@ def generate_eval_videos(
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             generator=generator,
+            prior_strength=prior_strength,
             output_type="np",
             progress=False,
         )
@@ -552,6 +554,7 @@ def evaluate_pipeline_videos(
     batch_size: int = 8,
     evaluator: ToyVideoClassifier | None = None,
     progress: Callable[[int], None] | None = None,
+    prior_strength: float = 1.0,
 ) -> tuple[ToyEvalResult, SavedEvalVideos]:
     """`evaluate_pipeline`, also returning the videos with their prompts (for `save_eval_videos`).
 
@@ -567,6 +570,7 @@ def evaluate_pipeline_videos(
         seed=seed,
         batch_size=batch_size,
         progress=progress,
+        prior_strength=prior_strength,
     )
     result = score_videos(source, videos, attributes, evaluator=evaluator, seconds=time.perf_counter() - started)
     return result, SavedEvalVideos(source, videos, prompts, attributes, world_seed, resolve_vocabulary(vocabulary))

@@ -5,6 +5,7 @@
     hummingbird train consistency --config configs/toy_consistency.yaml    # stage 2
     hummingbird train export --run DIR [--checkpoint DIR] [-o OUT]
     hummingbird train merge-lora --run DIR | --checkpoint DIR -o OUT
+    hummingbird train prior --model DIR --config configs/toy_teacher_core.yaml -o OUT   # caption prior
 
 Objectives bring their own sub-command (`ObjectiveSpec.command`, see training.objectives).
 Multi-process runs use the same command under a launcher:
@@ -175,6 +176,59 @@ def _lora_settings_of_run(run_dir: Path) -> tuple[float | None, Any]:
     return settings.lora.alpha, consistency_student_config(settings, unet_config_of_spec(config.model.unet))
 
 
+def _add_prior_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "prior",
+        help="add a caption prior (the caption's mean latent clip, where sampling starts) to a model folder",
+        description="Fit a CaptionMeanPrior on clips of a training config's data section, with the model's frozen VAE and "
+        "text encoder, and write the model folder with it added (docs/training.md, 'Caption prior').",
+    )
+    parser.add_argument("--model", required=True, help="the model folder to add the prior to")
+    parser.add_argument("--config", required=True, help="YAML training config whose data section gives the clips")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set data.toyworld.seed=27")
+    parser.add_argument("-o", "--output", required=True, help="the model folder to write (the input stays as it is)")
+    parser.add_argument("--clips", type=int, default=4000, help="clips to encode and fit on (default 4000)")
+    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps on the encoded clips (default 2000)")
+    parser.add_argument("--batch-size", type=int, default=128, help="pairs per optimiser step (default 128)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    parser.add_argument("--device", default="cpu", help="device for encoding the clips (default cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    parser.set_defaults(func=_run_prior)
+
+
+def _run_prior(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
+    from hummingbird_t2v.training.caption_prior import encode_clips, fit_caption_prior
+    from hummingbird_t2v.training.config import (
+        DataConfig,
+        apply_overrides,
+        build_dataclass,
+        read_yaml,
+    )
+    from hummingbird_t2v.training.data import build_source
+
+    if Path(args.output).resolve() == Path(args.model).resolve():
+        raise ConfigError("--output must differ from --model: the prior is added to a copy, so the input folder stays intact")
+    data = build_dataclass(DataConfig, apply_overrides(read_yaml(args.config), args.overrides).get("data", {}), "data")
+    pipe = HummingbirdPipeline.from_pretrained(args.model, device=args.device)
+    defaults = pipe.config.defaults
+    if (data.video_length, data.height, data.width) != (defaults.num_frames, defaults.height, defaults.width):
+        print(f"note: clips are {data.video_length}x{data.height}x{data.width} (the config's data section); "
+              f"the model samples {defaults.num_frames}x{defaults.height}x{defaults.width} by default")
+    with tqdm(total=args.clips, unit="clip", desc="encoding") as bar:
+        contexts, latents = encode_clips(pipe.vae, pipe.text_encoder, build_source(data), args.clips,
+                                         shuffle_seed=data.shuffle_seed, progress=bar.update)
+    prior, fit = fit_caption_prior(contexts, latents, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    print(fit.summary())
+    pipe.prior = prior.to(pipe.device)
+    folder = pipe.save_pretrained(args.output, overwrite=args.overwrite)
+    print(f"model folder with the caption prior: {folder}")
+    return 0
+
+
 def _configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO,
@@ -197,6 +251,7 @@ def add_parser(subparsers: Any) -> None:
             _add_objective_command(stages, spec)
     _add_export_command(stages)
     _add_merge_lora_command(stages)
+    _add_prior_command(stages)
 
     def show_help(_: argparse.Namespace) -> int:
         parser.print_help()
