@@ -39,6 +39,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         (["--minutes", "1", "--reward-attribute", "smell"], "--reward-attribute"),
         (["--minutes", "1", "--n", "0"], "--n"),
         (["--minutes", "1", "--agreement-prompts", "0"], "--agreement-prompts"),
+        (["--minutes", "1", "--calibration-clips", "0"], "--calibration-clips"),
     ],
 )
 def test_bad_arguments_get_a_one_line_error(tmp_path, argv, message):
@@ -65,7 +66,7 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     common = ["-o", str(out), "--configs", str(CONFIGS), "--steps", "teacher=1,distill=1,consistency=1", "--device", "cpu"]
     for item in TINY:
         common += ["--set", item]
-    args = _parse([*common, "--n", "2", "--eval-batch-size", "2", "--teacher-steps", "2"])
+    args = _parse([*common, "--n", "2", "--eval-batch-size", "2", "--teacher-steps", "2", "--calibration-clips", "2"])
     assert args.func(args) == 0
 
     for stage in TRAIN_STAGES:
@@ -107,7 +108,7 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     core = tmp_path / "core"
     argv = ["-o", str(core), "--configs", str(CONFIGS), "--teacher", str(given), "--vocabulary", "core",
             "--steps", "distill=1,consistency=1", "--device", "cpu", "--n", "2", "--eval-batch-size", "2", "--teacher-steps", "1",
-            "--agreement-prompts", "1", "--teacher-guidance", "2", "--set", "distill-importance:objective.guidance_scale=4",
+            "--calibration-clips", "2", "--agreement-prompts", "1", "--teacher-guidance", "2", "--set", "distill-importance:objective.guidance_scale=4",
             "--consistency-from", "distill-importance", "--set", "consistency-reward:objective.w_max=3", "--parallel"]
     for item in TINY:
         argv += ["--set", item]

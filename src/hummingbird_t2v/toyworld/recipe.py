@@ -68,7 +68,6 @@ TRAIN_STAGES = ("teacher", "distill-paper", "distill-importance", "consistency",
 BUDGET_SHARE = {"teacher": 0.5, "distill-paper": 0.125, "distill-importance": 0.125, "consistency": 0.125, "consistency-reward": 0.125}
 STEP_GROUPS = {"teacher": "teacher", "distill-paper": "distill", "distill-importance": "distill", "consistency": "consistency", "consistency-reward": "consistency"}
 PROBE_STEPS = 20
-CALIBRATION_CLIPS = 8
 DONE_MARKER = "recipe-stage-done.json"
 
 
@@ -89,6 +88,7 @@ class RecipeSettings:
     eval_batch_size: int = 50
     teacher_steps: int = 50
     agreement_prompts: int = 64  # prompts of the stage-1-vs-guided-teacher pixel check
+    calibration_clips: int = 8  # real toy clips the importance analysis measures the blocks on
     # The guidance the teacher rows sample with and stage 1 distils (objective.guidance_scale) and the
     # importance analysis measures; None: the teacher's own default (its model_index.json), the way the
     # paper distils VideoCrafter2 at the scale it samples with (12).
@@ -265,7 +265,7 @@ def _set_args(sets: Sequence[str]) -> list[str]:
     return [arg for item in sets for arg in ("--set", item)]
 
 
-def _write_calibration(teacher_model: Path, path: Path, vocabulary: str) -> None:
+def _write_calibration(teacher_model: Path, path: Path, vocabulary: str, count: int) -> None:
     """Real toy clips as the importance analysis's calibration batch: teacher-VAE latents and captions."""
     import torch
     from safetensors.torch import save_file
@@ -280,13 +280,13 @@ def _write_calibration(teacher_model: Path, path: Path, vocabulary: str) -> None
     defaults = pipe.config.defaults
     world = ToyWorld(ToyWorldConfig(seed=TRAIN_WORLD_SEED, num_frames=defaults.num_frames, height=defaults.height, width=defaults.width,
                                     vocabulary=resolve_vocabulary(vocabulary)))
-    clips = [world.clip(index) for index in range(CALIBRATION_CLIPS)]
+    clips = [world.clip(index) for index in range(count)]
     with torch.no_grad():
         video = torch.stack([frames_to_tensor(clip.frames) for clip in clips])
         latents = pipe.vae.encode(video)
         context = pipe.encode_prompt([clip.caption for clip in clips])
         uncond = pipe.encode_prompt([""])
-    fps = torch.full((CALIBRATION_CLIPS,), defaults.fps, dtype=torch.long)
+    fps = torch.full((count,), defaults.fps, dtype=torch.long)
     tensors = {"latents": latents.float(), "context": context.float(), "uncond_context": uncond.float(), "fps": fps}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
@@ -303,7 +303,7 @@ def _prune_stages(settings: RecipeSettings, teacher_model: Path, guidance: float
     importance = settings.output / "importance.yaml"
     if not importance.is_file():
         calibration = settings.output / "calibration.safetensors"
-        _write_calibration(teacher_model, calibration, settings.vocabulary)
+        _write_calibration(teacher_model, calibration, settings.vocabulary, settings.calibration_clips)
         _cli(["prune", "--analyze", "--teacher", str(teacher_model), "--calibration", str(calibration),
               "--guidance-scale", str(guidance), "--no-guidance-projection", "--device", settings.device, "-o", str(importance),
               "--overwrite"], "importance")
@@ -453,6 +453,8 @@ def run_recipe(settings: RecipeSettings) -> dict[str, Any]:
         raise ConfigError(f"--n must be at least 1, got {settings.n}")
     if settings.agreement_prompts < 1:
         raise ConfigError(f"--agreement-prompts must be at least 1, got {settings.agreement_prompts}")
+    if settings.calibration_clips < 1:
+        raise ConfigError(f"--calibration-clips must be at least 1, got {settings.calibration_clips}")
     settings.output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     models = train_all(settings)
@@ -526,6 +528,7 @@ def _run(args: argparse.Namespace) -> int:
         teacher_steps=args.teacher_steps,
         teacher_guidance=args.teacher_guidance,
         agreement_prompts=args.agreement_prompts,
+        calibration_clips=args.calibration_clips,
         device=args.device,
         vocabulary=args.vocabulary,
         teacher=Path(args.teacher) if args.teacher else None,
@@ -556,6 +559,8 @@ def add_recipe_parser(commands: Any) -> None:
                              "(default: the teacher's own default guidance)")
     parser.add_argument("--agreement-prompts", type=int, default=64,
                         help="prompts of the check that stage 1 without CFG reproduces the teacher with CFG (default 64)")
+    parser.add_argument("--calibration-clips", type=int, default=8,
+                        help="real toy clips the importance analysis measures each block on (default 8)")
     parser.add_argument("--device", default="auto", help="device for analysis and evaluation (default auto)")
     parser.add_argument("--teacher", default=None, help="a trained teacher model folder: skip training one")
     parser.add_argument("--consistency-from", default="distill-paper", choices=("distill-paper", "distill-importance"),
