@@ -162,7 +162,8 @@ def test_a_failed_stage_side_by_side_names_its_log_and_the_other_one_finishes(tm
     HummingbirdPipeline(unet, vae, text_encoder, PipelineConfig(sampler="ddim", defaults=defaults)).save_pretrained(tmp_path / "teacher")
     out = tmp_path / "run"
     argv = ["-o", str(out), "--configs", str(CONFIGS), "--teacher", str(tmp_path / "teacher"), "--vocabulary", "core",
-            "--steps", "distill=1,consistency=1", "--device", "cpu", "--parallel", "--set", "distill-paper:data.batch_size=0"]
+            "--steps", "distill=1,consistency=1", "--device", "cpu", "--calibration-clips", "1", "--parallel",
+            "--set", "distill-paper:data.batch_size=0"]
     for item in TINY:
         argv += ["--set", item]
     args = _parse(argv)
