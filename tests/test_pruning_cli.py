@@ -136,9 +136,16 @@ def test_layout_file_in_output_is_readable(tmp_path: Path):
 
 def test_a_pruned_model_folder_keeps_the_teachers_sampler_settings(tmp_path, capsys):
     """The toy teacher samples 8 frames of 64x64 in 25 steps: its untrained student must too, unless
-    the layout adds a guidance projection (then it is a consistency student)."""
+    the layout adds a guidance projection (then it is a consistency student). Both keep its caption prior."""
+    from hummingbird_t2v.models.caption_prior import (
+        CaptionMeanPrior,
+        CaptionPriorConfig,
+    )
     from hummingbird_t2v.models.vae import VAEConfig, VideoVAE
-    from hummingbird_t2v.models.word_text_encoder import WordTextEncoder, WordTextEncoderConfig
+    from hummingbird_t2v.models.word_text_encoder import (
+        WordTextEncoder,
+        WordTextEncoderConfig,
+    )
     from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
 
     torch.manual_seed(0)
@@ -146,7 +153,8 @@ def test_a_pruned_model_folder_keeps_the_teachers_sampler_settings(tmp_path, cap
     vae = VAEConfig(base_channels=8, channel_multipliers=(1, 2), norm_num_groups=8, sample_size=32)
     defaults = SamplingDefaults(num_inference_steps=25, guidance_scale=7.5, fps=8, num_frames=8, height=32, width=32)
     config = PipelineConfig(sampler="ddim", defaults=defaults)
-    HummingbirdPipeline(UNet3D(MICRO), VideoVAE(vae), text, config).save_pretrained(tmp_path / "teacher")
+    prior = CaptionMeanPrior(CaptionPriorConfig(context_dim=16, hidden_dim=8, grid_frames=2, grid_height=2, grid_width=2))
+    HummingbirdPipeline(UNet3D(MICRO), VideoVAE(vae), text, config, prior=prior).save_pretrained(tmp_path / "teacher")
     layout = tmp_path / "layout.yaml"
     for name, projection in (("same", "null"), ("guided", "256")):
         layout.write_text("levels:\n- {encoder: [0], decoder: [0, 2]}\n- {encoder: [0], decoder: [1, 2]}\n"
@@ -156,3 +164,7 @@ def test_a_pruned_model_folder_keeps_the_teachers_sampler_settings(tmp_path, cap
     assert HummingbirdPipeline.from_pretrained(tmp_path / "same").config == config
     guided = HummingbirdPipeline.from_pretrained(tmp_path / "guided").config
     assert guided.sampler == "consistency" and guided != config
+    for name in ("same", "guided"):
+        carried = HummingbirdPipeline.from_pretrained(tmp_path / name).prior
+        assert carried is not None
+        assert all(torch.equal(value, prior.state_dict()[key]) for key, value in carried.state_dict().items())

@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from hummingbird_t2v.errors import CheckpointError, ConfigError
-from hummingbird_t2v.toyworld.builtin import model_toy_vocabulary
-from hummingbird_t2v.toyworld.scene import VOCABULARY_PRESETS
 from hummingbird_t2v.eval.flicker import mean_temporal_flickering, temporal_flickering
 from hummingbird_t2v.toyworld import ToyWorld, ToyWorldConfig
+from hummingbird_t2v.toyworld.builtin import model_toy_vocabulary
 from hummingbird_t2v.toyworld.eval_cli import add_eval_parser
 from hummingbird_t2v.toyworld.evaluator import (
     EVAL_WORLD_SEED,
@@ -37,6 +36,7 @@ from hummingbird_t2v.toyworld.evaluator import (
     train_toy_evaluator,
 )
 from hummingbird_t2v.toyworld.labels import ATTRIBUTE_CLASSES
+from hummingbird_t2v.toyworld.scene import VOCABULARY_PRESETS
 
 FRESH_WORLD_SEED = 3  # neither the training (0), held-out (1) nor evaluation (2) world
 
@@ -241,6 +241,8 @@ def test_eval_needs_a_model_or_real():
         (["eval", "--videos", "v.npz", "--real"], "drop --model"),
         (["eval", "--real", "--save-videos", "v.npz"], "--save-videos FILE.npz"),
         (["eval", "--videos", "missing.npz"], "no saved evaluation videos"),
+        (["eval", "--videos", "v.npz", "--prior-strength", "0"], "--prior-strength set how --model samples"),
+        (["eval", "--videos", "v.npz", "--steps", "4", "--guidance-scale", "2"], "--steps, --guidance-scale set how"),
     ):
         args = _parse(argv)
         with pytest.raises(ConfigError, match=message):
@@ -310,7 +312,10 @@ def test_eval_generates_from_a_model_folder_end_to_end(tmp_path, capsys):
     from hummingbird_t2v.models.unet import UNet3D
     from hummingbird_t2v.models.unet_config import get_unet_preset
     from hummingbird_t2v.models.vae import VAEConfig, VideoVAE
-    from hummingbird_t2v.models.word_text_encoder import WordTextEncoder, WordTextEncoderConfig
+    from hummingbird_t2v.models.word_text_encoder import (
+        WordTextEncoder,
+        WordTextEncoderConfig,
+    )
     from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
     from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
 

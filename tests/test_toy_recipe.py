@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from hummingbird_t2v.errors import ConfigError
+from hummingbird_t2v.models.caption_prior import CaptionMeanPrior, CaptionPriorConfig
+from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
 from hummingbird_t2v.toyworld.recipe import (
     TRAIN_STAGES,
     add_recipe_parser,
@@ -103,8 +105,12 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     assert all(f"[recipe] {stage}: done already" in printed for stage in TRAIN_STAGES)
 
     # A given teacher skips the teacher stage; --vocabulary core trains and evaluates on the core
-    # vocabulary, and every exported model records it.
-    given = out / "teacher" / "model"
+    # vocabulary, and every exported model records it. This teacher has a caption prior: every
+    # student folder gets it.
+    trained = HummingbirdPipeline.from_pretrained(out / "teacher" / "model")
+    width = trained.encode_prompt([""]).shape[-1]
+    trained.prior = CaptionMeanPrior(CaptionPriorConfig(context_dim=width, hidden_dim=8, grid_frames=2, grid_height=2, grid_width=2))
+    given = trained.save_pretrained(tmp_path / "teacher-with-prior")
     core = tmp_path / "core"
     argv = ["-o", str(core), "--configs", str(CONFIGS), "--teacher", str(given), "--vocabulary", "core",
             "--steps", "distill=1,consistency=1", "--device", "cpu", "--n", "2", "--eval-batch-size", "2", "--teacher-steps", "1",
@@ -133,6 +139,8 @@ def test_the_recipe_runs_every_stage_and_tabulates_every_model(tmp_path, capsys)
     for stage in TRAIN_STAGES[1:]:
         index = json.loads((core / stage / "model" / "model_index.json").read_text())
         assert index["extra"]["toy_vocabulary"] == "core", stage
+        assert index["components"]["prior"] == "CaptionMeanPrior", stage
+    assert (core / "pruned-paper" / "prior").is_dir()
 
 
 @pytest.mark.parametrize(("teacher", "expected"), [(12.0, (5.5, 16.5, 11.0)), (3.0, (1.0, 3.0, 2.0)), (1.0, (0.0, 0.0, 0.0)), (0.5, (0.0, 0.0, 0.0))])

@@ -22,14 +22,17 @@ from training_helpers import (  # noqa: F401
     torchrun_train,
 )
 
+from hummingbird_t2v.checkpoints.folder import save_component
 from hummingbird_t2v.checkpoints.unet_keys import expected_unet_shapes
 from hummingbird_t2v.cli import main as cli_main
 from hummingbird_t2v.errors import ConfigError
+from hummingbird_t2v.models.caption_prior import CaptionMeanPrior, CaptionPriorConfig
 from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
 from hummingbird_t2v.pruning.layouts import paper_layout
 from hummingbird_t2v.pruning.transfer import prune_unet
 from hummingbird_t2v.training import checkpointing as ckpt
-from hummingbird_t2v.training.config import load_config
+from hummingbird_t2v.training.components import build_from_spec
+from hummingbird_t2v.training.config import ComponentSpec, load_config
 from hummingbird_t2v.training.loop import Trainer
 from hummingbird_t2v.training.objectives.distill import Stage1DistillObjective
 
@@ -111,6 +114,46 @@ def test_teacher_from_a_checkpoint_file_and_student_from_a_pruned_folder(tmp_pat
     student, loaded_student = load_file(pruned / "model.safetensors"), trainer.trainable.state_dict()
     assert loaded_student.keys() == student.keys()
     assert all(torch.equal(loaded_student[k], student[k]) for k in student)
+
+
+def _prior_folder(folder, context_dim: int = 32):
+    prior = CaptionMeanPrior(CaptionPriorConfig(context_dim=context_dim, hidden_dim=16, grid_frames=2, grid_height=2, grid_width=2))
+    torch.nn.init.normal_(prior.mlp[-1].bias)  # a fresh prior predicts zero; this one does not
+    save_component(folder, prior, prior.config.to_dict())
+    return folder, prior
+
+
+def test_the_teachers_caption_prior_goes_into_the_student_folder(tmp_path, teacher_dir):
+    prior_dir, prior = _prior_folder(tmp_path / "prior")
+    out = tmp_path / "run"
+    trainer = Trainer(load_config(CONFIG, _overrides(teacher_dir, out, "run.max_steps=1", f"model.prior.path={prior_dir}")))
+    assert not any(p.requires_grad for p in trainer.prior.parameters())  # carried, never trained
+    result = trainer.train()
+    loaded = HummingbirdPipeline.from_pretrained(result.model_dir).prior
+    assert isinstance(loaded, CaptionMeanPrior)
+    expected = prior.state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in loaded.state_dict().items())
+    # A student folder made from that one (a model folder) passes the prior on again.
+    again = Trainer(load_config(CONFIG, _overrides(teacher_dir, tmp_path / "run2", f"model.prior.path={result.model_dir}")))
+    assert isinstance(again.prior, CaptionMeanPrior)
+
+
+def test_caption_prior_errors(tmp_path, teacher_dir):
+    def build(*extra):
+        return Trainer(load_config(CONFIG, _overrides(teacher_dir, tmp_path / "run", *extra)))
+
+    with pytest.raises(ConfigError, match="model.prior needs a path"):
+        build("model.prior.preset=tiny")
+    spec = ComponentSpec(preset="tiny")
+    plain = HummingbirdPipeline(noisy_unet(), build_from_spec(spec, "vae"), build_from_spec(spec, "text_encoder"))
+    folder = plain.save_pretrained(tmp_path / "no-prior")
+    with pytest.raises(ConfigError, match="without a caption prior"):
+        build(f"model.prior.path={folder}")
+    with pytest.raises(ConfigError, match="does not exist"):
+        build(f"model.prior.path={tmp_path / 'missing'}")
+    narrow, _ = _prior_folder(tmp_path / "narrow", context_dim=16)
+    with pytest.raises(ConfigError, match="fit a prior for this text encoder"):
+        build(f"model.prior.path={narrow}")
 
 
 @pytest.mark.parametrize(

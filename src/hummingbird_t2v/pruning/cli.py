@@ -104,7 +104,9 @@ def _run_prune(args: argparse.Namespace) -> int:
         # The teacher's sampler settings (frame count, size, steps) suit a student that keeps its
         # sampler; one given a guidance projection is meant for the consistency sampler instead.
         settings = None if student.unet.config.time_cond_proj_dim else teacher.pipeline.config
-        pipe = HummingbirdPipeline(student.unet, teacher.pipeline.vae, teacher.pipeline.text_encoder, settings)
+        pipe = HummingbirdPipeline(
+            student.unet, teacher.pipeline.vae, teacher.pipeline.text_encoder, settings, prior=teacher.pipeline.prior
+        )
         folder = pipe.save_pretrained(args.output, overwrite=args.overwrite)
         _write_text(folder / LAYOUT_FILE, layout_text)
         kind = f"model folder, sampler {pipe.config.sampler}"

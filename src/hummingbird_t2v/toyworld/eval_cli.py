@@ -40,6 +40,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.videos is not None and (args.model is not None or args.real or args.save_videos is not None):
         raise ConfigError("--videos scores videos saved earlier: drop --model, --real and --save-videos")
+    sampling = [flag for flag, value in (("--steps", args.steps), ("--guidance-scale", args.guidance_scale), ("--prior-strength", args.prior_strength)) if value is not None]
+    if args.videos is not None and sampling:
+        raise ConfigError(f"{', '.join(sampling)} set how --model samples, and --videos scores videos sampled earlier: drop them")
     if args.model is None and not args.real and args.videos is None:
         raise ConfigError("name the model to evaluate with --model MODEL_FOLDER, pass --videos FILE.npz to score saved videos, or --real for real clips only")
     if args.save_videos is not None and (args.model is None or not str(args.save_videos).endswith(".npz")):
@@ -103,7 +106,7 @@ def _generate_and_score(args: argparse.Namespace, vocabulary: Any, evaluator: An
             vocabulary=vocabulary,
             num_inference_steps=args.steps,
             guidance_scale=args.guidance_scale,
-            prior_strength=args.prior_strength,
+            prior_strength=1.0 if args.prior_strength is None else args.prior_strength,
             seed=args.seed,
             batch_size=args.batch_size,
             evaluator=evaluator,
@@ -131,7 +134,7 @@ def add_eval_parser(commands: Any) -> None:
     parser.add_argument("--n", type=int, default=200, help="number of prompts / clips (default 200)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="guidance scale (default: the model's)")
-    parser.add_argument("--prior-strength", type=float, default=1.0,
+    parser.add_argument("--prior-strength", type=float, default=None,
                         help="models with a caption prior: its weight in the starting noise (0 samples as without it; default 1)")
     parser.add_argument("--captions", choices=("canonical", "paraphrase"), default="canonical",
                         help="prompt wording: canonical captions or the toy world's paraphrases (default canonical)")

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hummingbird_t2v.checkpoints.folder import write_json
+from hummingbird_t2v.checkpoints.folder import CONFIG_NAME, write_json
 from hummingbird_t2v.errors import ConfigError, HummingbirdError
 
 __all__ = ["RecipeError", "RecipeSettings", "add_recipe_parser", "run_recipe"]
@@ -133,7 +133,12 @@ def _mark_done(folder: Path, record: dict[str, Any]) -> None:
 
 
 def _model_paths(teacher_model: Path) -> list[str]:
-    return [f"model.{role}.path={teacher_model}" for role in ("unet", "vae", "text_encoder")]
+    sets = [f"model.{role}.path={teacher_model}" for role in ("unet", "vae", "text_encoder")]
+    if (teacher_model / "prior" / CONFIG_NAME).is_file():
+        # The students share the teacher's VAE and text encoder, so its caption prior fits them too:
+        # they start sampling where the teacher does, and the comparison stays like for like.
+        sets.append(f"model.prior.path={teacher_model}")
+    return sets
 
 
 def _read_speed(run: Path) -> float:

@@ -26,6 +26,13 @@ from hummingbird_t2v.errors import ConfigError
 __all__ = ["add_parser"]
 
 
+def _add_overrides_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help=f"override a config value (repeatable), {example}",
+    )
+
+
 def _add_objective_command(subparsers: Any, spec: Any) -> None:
     parser = subparsers.add_parser(
         spec.command,
@@ -37,14 +44,7 @@ def _add_objective_command(subparsers: Any, spec: Any) -> None:
         required=True,
         help="YAML training config, e.g. configs/toy_teacher.yaml",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value (repeatable), e.g. --set optim.lr=1e-4 --set run.max_steps=2000",
-    )
+    _add_overrides_argument(parser, "e.g. --set optim.lr=1e-4 --set run.max_steps=2000")
     parser.add_argument(
         "--output",
         help="run folder (checkpoints, logs, samples, model); overrides output_dir",
@@ -185,8 +185,7 @@ def _add_prior_command(subparsers: Any) -> None:
     )
     parser.add_argument("--model", required=True, help="the model folder to add the prior to")
     parser.add_argument("--config", required=True, help="YAML training config whose data section gives the clips")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set data.toyworld.seed=27")
+    _add_overrides_argument(parser, "e.g. --set data.toyworld.seed=27")
     parser.add_argument("-o", "--output", required=True, help="the model folder to write (the input stays as it is)")
     parser.add_argument("--clips", type=int, default=4000, help="clips to encode and fit on (default 4000)")
     parser.add_argument("--steps", type=int, default=2000, help="optimiser steps on the encoded clips (default 2000)")

@@ -58,6 +58,7 @@ DEFAULT_CLASSES = {
     "unet": "UNet3D",
     "vae": "VideoVAE",
     "text_encoder": "OpenCLIPTextEncoder",
+    "prior": "CaptionMeanPrior",
 }
 
 
@@ -66,6 +67,7 @@ class Components:
     unet: nn.Module
     vae: nn.Module
     text_encoder: nn.Module
+    prior: nn.Module | None = None
 
 
 def _preset_config(class_name: str, preset: str) -> dict[str, Any]:
@@ -218,7 +220,8 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 def build_components(config: ModelConfig) -> Components:
-    """Build all three; the random initialisation is seeded so every rank gets the same network."""
+    """Build all three (and the optional prior); the random initialisation is seeded so every rank
+    gets the same network."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.init_seed)
         unet = build_from_spec(config.unet, "unet")
@@ -227,14 +230,43 @@ def build_components(config: ModelConfig) -> Components:
     for name, module in (("vae", vae), ("text_encoder", text_encoder)):
         if not callable(getattr(module, "encode", None)):
             raise ConfigError(f"model.{name} ({type(module).__name__}) has no encode(); it cannot condition training")
-    return Components(unet=unet, vae=vae, text_encoder=text_encoder)
+    prior = _load_prior(config.prior) if config.prior is not None else None
+    return Components(unet=unet, vae=vae, text_encoder=text_encoder, prior=prior)
 
 
-def check_compatible(unet: nn.Module, vae: nn.Module, context: torch.Tensor) -> None:
-    """Raise ConfigError when the U-Net does not fit the VAE's latents or the text encoder's context."""
+def _load_prior(spec: ComponentSpec) -> nn.Module:
+    # A prior is fitted to the frozen VAE's latents (`hummingbird train prior`), never built at random here.
+    if not spec.path:
+        raise ConfigError(
+            "model.prior needs a path: a model folder with prior/ or a prior folder (fit one with `hummingbird train prior`)"
+        )
+    path = Path(spec.path).expanduser()
+    if path.is_dir() and (path / INDEX_NAME).is_file() and not (path / "prior" / CONFIG_NAME).is_file():
+        raise ConfigError(
+            f"model.prior.path {path} is a model folder without a caption prior (no prior/); "
+            "add one with `hummingbird train prior`, or leave model.prior out"
+        )
+    return freeze(build_from_spec(spec, "prior"))
+
+
+def check_compatible(unet: nn.Module, vae: nn.Module, context: torch.Tensor, prior: nn.Module | None = None) -> None:
+    """Raise ConfigError when the U-Net (or the prior) does not fit the VAE's latents or the text
+    encoder's context."""
     unet_config = getattr(unet, "config", None)
     vae_config = getattr(vae, "config", None)
     latent_channels = getattr(vae_config, "latent_channels", None)
+    prior_config = getattr(prior, "config", None)
+    if prior_config is not None:
+        if latent_channels is not None and prior_config.latent_channels != latent_channels:
+            raise ConfigError(
+                f"model.prior predicts {prior_config.latent_channels}-channel latents but the VAE makes "
+                f"{latent_channels}-channel ones; fit a prior for this VAE (hummingbird train prior)"
+            )
+        if prior_config.context_dim != context.shape[-1]:
+            raise ConfigError(
+                f"model.prior reads {prior_config.context_dim}-wide text tokens but the text encoder gives "
+                f"{context.shape[-1]}-wide ones; fit a prior for this text encoder (hummingbird train prior)"
+            )
     if unet_config is None:
         return
     if latent_channels is not None and unet_config.in_channels != latent_channels:

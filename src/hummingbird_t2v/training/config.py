@@ -72,6 +72,10 @@ class ModelConfig:
     unet: ComponentSpec = field(default_factory=lambda: ComponentSpec(preset="tiny-vc2"))
     vae: ComponentSpec = field(default_factory=lambda: ComponentSpec(preset="tiny"))
     text_encoder: ComponentSpec = field(default_factory=lambda: ComponentSpec(preset="tiny"))
+    # Optional caption prior (where sampling starts; `hummingbird train prior` fits one), loaded from a
+    # path and carried unchanged into sample videos and the exported model folder. It depends only on
+    # the VAE, the text encoder and the data, so a student distilled from a teacher can keep its prior.
+    prior: ComponentSpec | None = None
     # Seed of the random initialisation of components built afresh (the same on every rank).
     init_seed: int = 0
 

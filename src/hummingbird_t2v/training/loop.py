@@ -211,7 +211,8 @@ class Trainer:
         self.text_encoder = self.components.text_encoder.to(self.device)
         with torch.no_grad():
             self.uncond_context = self.text_encoder.encode([""]).float().to(self.device)
-        check_compatible(self.components.unet, self.vae, self.uncond_context)
+        self.prior = self.components.prior.to(self.device) if self.components.prior is not None else None
+        check_compatible(self.components.unet, self.vae, self.uncond_context, self.prior)
         conditioning = config.conditioning
         self._encode_options = _supported_kwargs(
             self.vae.encode,
@@ -580,7 +581,7 @@ class Trainer:
         trained = self.ema.module if self.ema is not None else self.trainable
         unet = self.objective_module.exportable_unet(trained)
         pipeline_config = self.objective_module.pipeline_config(self.sampling_defaults())
-        return HummingbirdPipeline(unet, self.vae, self.text_encoder, pipeline_config)
+        return HummingbirdPipeline(unet, self.vae, self.text_encoder, pipeline_config, prior=self.prior)
 
     def write_samples(self) -> list[Path]:
         """Rank 0 renders `sample.prompts` with the EMA weights to <output>/samples/step-N/*.mp4."""
@@ -605,7 +606,7 @@ class Trainer:
         return written
 
     def export(self, folder: str | Path | None = None) -> Path:
-        """Write a model folder (EMA U-Net + frozen VAE and text encoder + sampler settings)."""
+        """Write a model folder (EMA U-Net + frozen VAE and text encoder (+ prior) + sampler settings)."""
         folder = Path(folder) if folder is not None else self.output_dir / MODEL_FOLDER
         pipe = self.pipeline()
         config = pipe.config
