@@ -25,12 +25,13 @@ train() {
   fi
 }
 
-# pack_weights NAME...: the trained U-Nets (the VAE and text encoder are the built-in model's), split
+# pack_weights NAME...: the trained U-Nets and carried priors (the VAE and text encoder are the built-in model's), split
 # under 15 MiB (the device tool returns at most 8 files): cat OUT/weights.tar.part-* | tar -x.
 pack_weights() {
   local weights=() name
   for name in "$@"; do
     [ -f "$run/$name/model/unet/model.safetensors" ] && weights+=("$name/model/unet" "$name/model/model_index.json")
+    [ -d "$run/$name/model/prior" ] && weights+=("$name/model/prior")  # listed in model_index.json: the folder must come too
   done
   [ ${#weights[@]} -gt 0 ] && (cd "$run" && tar -cf - "${weights[@]}") | split -b 15m - "$out/weights.tar.part-"
   pack_logs
