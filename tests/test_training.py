@@ -17,8 +17,8 @@ from torch import nn
 
 from hummingbird_t2v.cli import main as cli_main
 from hummingbird_t2v.data.manifest import DatasetError
-from hummingbird_t2v.diffusion.ddim import sample_ddim_cfg
 from hummingbird_t2v.data.video_io import VideoDecodeError, read_video, write_video
+from hummingbird_t2v.diffusion.ddim import sample_ddim_cfg
 from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.models.text_encoder import OpenCLIPTextEncoder, TextEncoderConfig
 from hummingbird_t2v.models.unet_config import UNetConfig, get_unet_preset
@@ -56,7 +56,10 @@ from hummingbird_t2v.training.objectives.diffusion import (
     DiffusionSettings,
     frame_pyramid_noise,
 )
-from hummingbird_t2v.training.objectives.reward_terms import RewardTerm, build_reward_terms
+from hummingbird_t2v.training.objectives.reward_terms import (
+    RewardTerm,
+    build_reward_terms,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "tiny_test.yaml"
@@ -461,7 +464,7 @@ def test_sampled_reward_latents_come_from_the_models_own_sampler_stopped_in_rang
 
 
 def test_diffusion_config_builds_reward_terms_by_name():
-    spec, settings = parse_objective_settings(
+    _spec, settings = parse_objective_settings(
         {"name": "diffusion", "rewards": [{"name": "toy_motion", "weight": 0.01}], "reward_timestep_range": [700, 999]}
     )
     assert settings.reward_timestep_range == (700, 999)
@@ -557,7 +560,7 @@ def test_pure_noise_term_asks_for_the_clip_from_a_latent_that_holds_none():
     noise = torch.randn(batch.latents.shape, generator=replay)
     torch.rand(4, generator=replay)
     pure_noise = torch.randn(batch.latents.shape, generator=replay)
-    (_, t_eps, context_eps, _), (x, t, context, _) = model.calls
+    (_, _t_eps, context_eps, _), (x, t, context, _) = model.calls
     torch.testing.assert_close(x, pure_noise)
     assert t.tolist() == [999] * 4
     torch.testing.assert_close(context, context_eps)
@@ -868,3 +871,11 @@ def test_a_bare_component_folder_of_another_class_says_to_name_the_class():
         build_from_spec(ComponentSpec(path=str(folder)), "text_encoder")
     encoder = build_from_spec(ComponentSpec(path=str(folder), class_name="WordTextEncoder"), "text_encoder")
     assert encoder.config.width == 128
+
+
+@pytest.mark.parametrize("role", ["unet", "vae", "text_encoder"])
+def test_a_model_folder_missing_the_role_says_which_sub_folder(tmp_path, role):
+    """A model folder without the role's sub-folder names it, instead of failing on a missing file."""
+    (tmp_path / "model_index.json").write_text(json.dumps({"components": {}}))
+    with pytest.raises(ConfigError, match=f"model.{role}.path .* model folder without {role}/"):
+        build_from_spec(ComponentSpec(path=str(tmp_path)), role)

@@ -147,7 +147,7 @@ def test_caption_prior_errors(tmp_path, teacher_dir):
     spec = ComponentSpec(preset="tiny")
     plain = HummingbirdPipeline(noisy_unet(), build_from_spec(spec, "vae"), build_from_spec(spec, "text_encoder"))
     folder = plain.save_pretrained(tmp_path / "no-prior")
-    with pytest.raises(ConfigError, match="without a caption prior"):
+    with pytest.raises(ConfigError, match="model folder without prior/.*hummingbird train prior"):
         build(f"model.prior.path={folder}")
     with pytest.raises(ConfigError, match="does not exist"):
         build(f"model.prior.path={tmp_path / 'missing'}")

@@ -104,16 +104,33 @@ def _with_additions(unet: nn.Module, changes: dict[str, Any]) -> nn.Module:
     return unet
 
 
-def _folder_for(path: Path, role: str) -> tuple[Path, str | None]:
-    """(component folder, class name from model_index.json or None) for a model or component folder."""
+# What to do when a model folder lacks a role's sub-folder.
+_MISSING_SUBFOLDER_HINTS = {
+    "unet": "point it at a model folder with unet/ or at a U-Net folder",
+    "vae": "point it at the model folder the U-Net was trained with (it has vae/) or at a VAE folder",
+    "text_encoder": "point it at the model folder the U-Net was trained with (it has text_encoder/) or at a text-encoder folder",
+    "prior": "add one with `hummingbird train prior`, or leave model.prior out",
+}
+
+
+def _folder_for(path: Path, role: str, what: str | None = None) -> tuple[Path, str | None]:
+    """(component folder, class name from model_index.json or None) for a model or component folder.
+
+    `what` names the setting in error messages (default model.<role>.path).
+    """
+    what = what or f"model.{role}.path"
     if (path / INDEX_NAME).is_file():
+        if not (path / role / CONFIG_NAME).is_file():
+            raise ConfigError(
+                f"{what} {path} is a model folder without {role}/ (no {role}/{CONFIG_NAME}); "
+                f"{_MISSING_SUBFOLDER_HINTS[role]}"
+            )
         index = read_json(path / INDEX_NAME)
         return path / role, index.get("components", {}).get(role)
     if (path / CONFIG_NAME).is_file():
         return path, None
     raise ConfigError(
-        f"{path} is neither a model folder (with {INDEX_NAME}) nor a component folder (with {CONFIG_NAME}); "
-        f"fix model.{role}.path"
+        f"{path} is neither a model folder (with {INDEX_NAME}) nor a component folder (with {CONFIG_NAME}); fix {what}"
     )
 
 
@@ -169,7 +186,7 @@ def load_unet(path: str | Path, *, what: str = "U-Net") -> nn.Module:
     if not path.exists():
         raise ConfigError(f"{what} {path} does not exist; give a model folder, a U-Net folder or a checkpoint file")
     if path.is_dir():
-        folder, indexed_class = _folder_for(path, "unet")
+        folder, indexed_class = _folder_for(path, "unet", what)
         class_name = indexed_class or DEFAULT_CLASSES["unet"]
         _require_registered(class_name, "unet")
         return load_component(folder, lambda config: build_component(class_name, config))
@@ -239,12 +256,6 @@ def _load_prior(spec: ComponentSpec) -> nn.Module:
     if not spec.path:
         raise ConfigError(
             "model.prior needs a path: a model folder with prior/ or a prior folder (fit one with `hummingbird train prior`)"
-        )
-    path = Path(spec.path).expanduser()
-    if path.is_dir() and (path / INDEX_NAME).is_file() and not (path / "prior" / CONFIG_NAME).is_file():
-        raise ConfigError(
-            f"model.prior.path {path} is a model folder without a caption prior (no prior/); "
-            "add one with `hummingbird train prior`, or leave model.prior out"
         )
     return freeze(build_from_spec(spec, "prior"))
 
