@@ -1,0 +1,70 @@
+"""How far the released fps quirk moves a teacher's guided prediction, per timestep.
+
+The released stage 2 runs the teacher's unconditional pass without fps, so at the U-Net's default
+(16), while the conditional pass gets the clip's fps (8). On a few toy clips and ten timesteps this
+prints the guidance direction d = ε(c) − ε(∅) with consistent fps, the change q = ε(∅, fps 16) −
+ε(∅, fps 8) the quirk makes to the unconditional prediction, and their size ratio |q| / |d| and
+cosine. At any guidance scale g the quirk moves the CFG target ε(c) + (g − 1)·d by −(g − 1)·q, so
+|q| / |d| is also its size against the target's guidance term:
+
+    python scripts/fps_quirk_gap.py [--teacher src/hummingbird_t2v/assets/toy/model] [--clips 8]
+
+A ratio near 0: the quirk hardly matters for that teacher; a ratio near 1 or above: the quirk's
+target is a different guidance altogether.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from hummingbird_t2v.data.sampling import frames_to_tensor
+from hummingbird_t2v.diffusion.schedule import scaled_linear_alphas_cumprod
+from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
+from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
+from hummingbird_t2v.toyworld.scene import resolve_vocabulary
+
+BUILTIN = "src/hummingbird_t2v/assets/toy/model"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default=BUILTIN, help=f"teacher model folder (default {BUILTIN})")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--fps", type=int, default=8, help="the clips' fps, given to the conditional pass (default 8)")
+    parser.add_argument("--world-seed", type=int, default=7, help="toy world of the clips (default 7: no shipped component trained on it)")
+    parser.add_argument("--vocabulary", default="core")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    teacher = HummingbirdPipeline.from_pretrained(args.teacher, device="cpu")
+    defaults, config = teacher.config.defaults, teacher.config
+    default_fps = getattr(teacher.unet.config, "default_fps", None)
+    world = ToyWorld(ToyWorldConfig(seed=args.world_seed, num_frames=defaults.num_frames, height=defaults.height,
+                                    width=defaults.width, vocabulary=resolve_vocabulary(args.vocabulary)))
+    clips = [world.clip(index) for index in range(args.clips)]
+    alphas_cumprod = scaled_linear_alphas_cumprod(config.num_train_timesteps, config.beta_start, config.beta_end).float()
+    n = len(clips)
+    with torch.no_grad():
+        z0 = teacher.vae.encode(torch.stack([frames_to_tensor(clip.frames) for clip in clips]))
+        context = teacher.encode_prompt([clip.caption for clip in clips])
+        uncond = teacher.encode_prompt([""] * n)
+        fps = torch.full((n,), args.fps, dtype=torch.long)
+        print(f"conditional pass at fps {args.fps}; quirk: unconditional pass at the U-Net default ({default_fps})")
+        print("   t  |d| (rms)  |q| (rms)  |q|/|d|  cos(q, d)")
+        for t in range(50, config.num_train_timesteps, config.num_train_timesteps // 10):
+            timesteps = torch.full((n,), t, dtype=torch.long)
+            z_t = alphas_cumprod[t].sqrt() * z0 + (1 - alphas_cumprod[t]).sqrt() * torch.randn(z0.shape)
+            uncond_same = teacher.unet(z_t, timesteps, uncond, fps=fps)
+            direction = (teacher.unet(z_t, timesteps, context, fps=fps) - uncond_same).flatten()
+            quirk = (teacher.unet(z_t, timesteps, uncond, fps=None) - uncond_same).flatten()
+            cosine = float(quirk @ direction / (quirk.norm() * direction.norm()).clamp_min(1e-12))
+            rms_d, rms_q = float(direction.pow(2).mean().sqrt()), float(quirk.pow(2).mean().sqrt())
+            print(f"{t:4d}  {rms_d:9.5f}  {rms_q:9.5f}  {rms_q / rms_d:7.3f}  {cosine:9.3f}")
+
+
+if __name__ == "__main__":
+    main()
