@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 
 import torch
+from toy_probe_batch import toy_probe_batch
 
-from hummingbird_t2v.data.sampling import frames_to_tensor
-from hummingbird_t2v.diffusion.schedule import scaled_linear_alphas_cumprod
 from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
-from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
-from hummingbird_t2v.toyworld.scene import resolve_vocabulary
 
 BUILTIN = "src/hummingbird_t2v/assets/toy/model"
 
@@ -41,23 +38,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     teacher = HummingbirdPipeline.from_pretrained(args.teacher, device="cpu")
-    defaults, config = teacher.config.defaults, teacher.config
     default_fps = getattr(teacher.unet.config, "default_fps", None)
-    world = ToyWorld(ToyWorldConfig(seed=args.world_seed, num_frames=defaults.num_frames, height=defaults.height,
-                                    width=defaults.width, vocabulary=resolve_vocabulary(args.vocabulary)))
-    clips = [world.clip(index) for index in range(args.clips)]
-    alphas_cumprod = scaled_linear_alphas_cumprod(config.num_train_timesteps, config.beta_start, config.beta_end).float()
-    n = len(clips)
+    batch = toy_probe_batch(teacher, args.clips, args.world_seed, args.vocabulary)
+    n, config = args.clips, teacher.config
     with torch.no_grad():
-        z0 = teacher.vae.encode(torch.stack([frames_to_tensor(clip.frames) for clip in clips]))
-        context = teacher.encode_prompt([clip.caption for clip in clips])
-        uncond = teacher.encode_prompt([""] * n)
+        context, uncond = batch.context, batch.uncond
         fps = torch.full((n,), args.fps, dtype=torch.long)
         print(f"conditional pass at fps {args.fps}; quirk: unconditional pass at the U-Net default ({default_fps})")
         print("   t  |d| (rms)  |q| (rms)  |q|/|d|  cos(q, d)")
         for t in range(50, config.num_train_timesteps, config.num_train_timesteps // 10):
             timesteps = torch.full((n,), t, dtype=torch.long)
-            z_t = alphas_cumprod[t].sqrt() * z0 + (1 - alphas_cumprod[t]).sqrt() * torch.randn(z0.shape)
+            z_t = batch.noised(t)
             uncond_same = teacher.unet(z_t, timesteps, uncond, fps=fps)
             direction = (teacher.unet(z_t, timesteps, context, fps=fps) - uncond_same).flatten()
             quirk = (teacher.unet(z_t, timesteps, uncond, fps=None) - uncond_same).flatten()
