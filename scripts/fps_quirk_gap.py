@@ -18,26 +18,15 @@ from __future__ import annotations
 import argparse
 
 import torch
-from toy_probe_batch import toy_probe_batch
-
-from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
-
-BUILTIN = "src/hummingbird_t2v/assets/toy/model"
+from toy_probe_batch import add_probe_arguments, start_probe, toy_probe_batch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", default=BUILTIN, help=f"teacher model folder (default {BUILTIN})")
-    parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--fps", type=int, default=8, help="the clips' fps, given to the conditional pass (default 8)")
-    parser.add_argument("--world-seed", type=int, default=7, help="toy world of the clips (default 7: no shipped component trained on it)")
-    parser.add_argument("--vocabulary", default="core")
-    parser.add_argument("--threads", type=int, default=None)
+    add_probe_arguments(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    teacher = HummingbirdPipeline.from_pretrained(args.teacher, device="cpu")
+    teacher = start_probe(args)
     default_fps = getattr(teacher.unet.config, "default_fps", None)
     batch = toy_probe_batch(teacher, args.clips, args.world_seed, args.vocabulary)
     n, config = args.clips, teacher.config

@@ -3,6 +3,7 @@ clips encoded by a model's VAE and text encoder, and the noise schedule to noise
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,25 @@ from hummingbird_t2v.diffusion.schedule import scaled_linear_alphas_cumprod
 from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
 from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
 from hummingbird_t2v.toyworld.scene import resolve_vocabulary
+
+BUILTIN = "src/hummingbird_t2v/assets/toy/model"
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    """--teacher, --clips, --world-seed, --vocabulary, --threads."""
+    parser.add_argument("--teacher", default=BUILTIN, help=f"teacher model folder (default {BUILTIN})")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--world-seed", type=int, default=7, help="toy world of the clips (default 7: no shipped component trained on it)")
+    parser.add_argument("--vocabulary", default="core")
+    parser.add_argument("--threads", type=int, default=None)
+
+
+def start_probe(args: argparse.Namespace) -> HummingbirdPipeline:
+    """Set the threads and the seed, and load the teacher."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return HummingbirdPipeline.from_pretrained(args.teacher, device="cpu")
 
 
 @dataclass
