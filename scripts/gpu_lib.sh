@@ -2,7 +2,8 @@
 #   out     the folder whose files come back (logs.tar.gz, weights.tar.part-*)
 #   run     the folder the trainings write to
 #   seconds each training's time limit
-# It sets `logs` and `log` and defines pack_logs, train, pack_weights and evaluate. A training cut
+#   builtin the built-in model folder (its VAE and text encoder complete a bare student)
+# It sets `logs` and `log` and defines pack_logs, complete_student, train, pack_weights and evaluate. A training cut
 # before its last step is exported from its newest checkpoint and says so in its log; the logs
 # tarball is refreshed after every step so that a call cut short still returns what was done.
 mkdir -p "$out" "$run/logs" && out=$(cd "$out" && pwd)
@@ -12,6 +13,14 @@ log=$logs/side_by_side.log
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; python3 -c "import torch; print('torch', torch.__version__)"; } >> "$log" 2>&1
 
 pack_logs() { tar -czf "$out/logs.tar.gz.tmp" -C "$logs" . && mv "$out/logs.tar.gz.tmp" "$out/logs.tar.gz"; }
+
+# complete_student DIR: give a bare stage-1 student (unet/ + model_index.json) the built-in model's VAE and text encoder.
+complete_student() {
+  local part
+  for part in vae text_encoder; do
+    [ -d "$1/$part" ] || cp -r "$builtin/$part" "$1/$part"
+  done
+}
 
 # train NAME SUBCOMMAND ARGS...: `hummingbird train SUBCOMMAND ARGS --output $run/NAME`, at most $seconds.
 train() {

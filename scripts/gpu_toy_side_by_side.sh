@@ -28,9 +28,7 @@ builtin=src/hummingbird_t2v/assets/toy/model
 run=runs/toy-gpu-side
 source scripts/gpu_lib.sh
 
-for part in vae text_encoder; do
-  [ -d "$student/$part" ] || cp -r "$builtin/$part" "$student/$part"
-done
+complete_student "$student"
 
 common=(--set sample.every=0 --set "sample.prompts=[]" --set logging.tensorboard=false --set checkpoint.every=100 --set run.device="$device"
         --set run.cpu_threads=2)

@@ -27,9 +27,7 @@ builtin=src/hummingbird_t2v/assets/toy/model
 run=runs/toy-gpu-stage2
 source scripts/gpu_lib.sh
 
-for part in vae text_encoder; do
-  [ -d "$student/$part" ] || cp -r "$builtin/$part" "$student/$part"
-done
+complete_student "$student"
 
 stage2=(--config configs/toy_consistency.yaml --set model.unet.path="$builtin" --set model.vae.path="$builtin"
         --set model.text_encoder.path="$builtin" --set model.prior.path="$builtin" --set objective.student="$student"
