@@ -2,13 +2,15 @@
 
 FLOPs are those of one forward pass at the official size: batch 1, 16 frames, 320x512 pixels (40x64
 latents), 77 text tokens, counted with `torch.utils.flop_counter` (matmuls, convolutions and attention
-as 2 x multiply-accumulates; spec/cost-model.md). Nothing is allocated, so the full-size teacher costs
-about a second.
+as 2 x multiply-accumulates; spec/cost-model.md). Nothing is allocated, but the counter's per-operator
+work costs a few seconds per structure, so each structure is counted once per process (the recipe
+and the analysis ask for the teacher's cost several times).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -37,7 +39,15 @@ class Cost:
 ZERO_COST = Cost(0, 0)
 
 
-def _count_forward(config: UNetConfig) -> tuple[UNet3D, FlopCounterMode]:
+@dataclass(frozen=True)
+class _Count:
+    model: UNet3D  # on the meta device: structure and parameter shapes only
+    total_flops: int
+    module_flops: dict[str, int]  # "input_blocks.N", "input_blocks.N.L", "middle_block", ...
+
+
+@lru_cache(maxsize=32)
+def _count_forward(config: UNetConfig) -> _Count:
     with torch.device("meta"):
         model = UNet3D(config).eval()
         x = torch.empty(1, config.in_channels, OFFICIAL_FRAMES, *OFFICIAL_LATENT_SIZE)
@@ -46,13 +56,14 @@ def _count_forward(config: UNetConfig) -> tuple[UNet3D, FlopCounterMode]:
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
             model(x, torch.tensor([999]), context, fps=8, timestep_cond=cond)
-    return model, counter
+    module_flops = {name.removeprefix("UNet3D."): sum(counts.values()) for name, counts in counter.get_flop_counts().items()}
+    return _Count(model, counter.get_total_flops(), module_flops)
 
 
 def unet_cost(config: UNetConfig) -> Cost:
     """Parameters and forward FLOPs (official size) of `UNet3D(config)`."""
-    model, counter = _count_forward(config)
-    return Cost(count_parameters(model), counter.get_total_flops())
+    count = _count_forward(config)
+    return Cost(count_parameters(count.model), count.total_flops)
 
 
 @dataclass(frozen=True)
@@ -66,8 +77,8 @@ def block_costs(config: UNetConfig) -> CostBreakdown:
 
     A decoder unit's upsampler is excluded: it belongs to the level and stays when the unit goes.
     """
-    model, counter = _count_forward(config)
-    flops = {name.removeprefix("UNet3D."): sum(counts.values()) for name, counts in counter.get_flop_counts().items()}
+    count = _count_forward(config)
+    model, flops = count.model, count.module_flops
     blocks: dict[str, Cost] = {}
     for group in ("input_blocks", "output_blocks"):
         for index, stage in enumerate(getattr(model, group)):
@@ -79,7 +90,7 @@ def block_costs(config: UNetConfig) -> CostBreakdown:
             blocks[name] = cost
     if model.middle_block is not None:
         blocks["middle_block"] = Cost(count_parameters(model.middle_block), flops.get("middle_block", 0))
-    return CostBreakdown(Cost(count_parameters(model), counter.get_total_flops()), blocks)
+    return CostBreakdown(Cost(count_parameters(model), count.total_flops), blocks)
 
 
 def format_cost_table(rows: list[tuple[str, Cost]], reference: Cost | None = None) -> str:
