@@ -8,10 +8,12 @@ the end-to-end time of one video (text encoding, sampling, VAE decode, the shipp
 encoder): teacher DDIM-50 with CFG against the 4- and 8-step consistency student. Random U-Net
 weights: speed does not depend on the values.
 
-    python benchmarks/toy_speed.py [--layout configs/toy_paper_layout.yaml] [--threads 2] [--json out.json]
+    python benchmarks/toy_speed.py [--layout configs/toy_paper_layout.yaml] [--threads 2] [--dtype bf16] [--json out.json]
 
 With --teacher-model and --student-model (trained model folders, e.g. the toy recipe's teacher and
-its stage-2 student), the same measurements use those models instead of random U-Nets.
+its stage-2 student), the same measurements use those models instead of random U-Nets. --dtype bf16
+runs every model in bfloat16 (what `hummingbird generate --dtype bf16` does; worth it on CPUs with
+AVX-512 BF16 or AMX).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from hummingbird_t2v.training.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES, LATENT, CONTEXT_TOKENS = 8, 16, 40
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PROMPT = "a red circle moving left on a blue background"
 
 
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--layout", default=str(REPO / "configs" / "toy_paper_layout.yaml"), help="student layout (default: the paper map)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per U-Net forward (videos: a third of it, at least 1)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="precision of every model (default fp32)")
     parser.add_argument("--json", help="also write the numbers to this file")
     parser.add_argument("--teacher-model", help="a trained teacher model folder (with --student-model): time it instead of a random U-Net")
     parser.add_argument("--student-model", help="a trained stage-2 student model folder (with --teacher-model)")
@@ -112,10 +116,11 @@ def main() -> None:
         parser.error("give both --teacher-model and --student-model, or neither")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    dtype = DTYPES[args.dtype]
 
     if args.teacher_model:
-        teacher_pipe = HummingbirdPipeline.from_pretrained(args.teacher_model, device="cpu")
-        student_pipe = HummingbirdPipeline.from_pretrained(args.student_model, device="cpu")
+        teacher_pipe = HummingbirdPipeline.from_pretrained(args.teacher_model, device="cpu", torch_dtype=dtype)
+        student_pipe = HummingbirdPipeline.from_pretrained(args.student_model, device="cpu", torch_dtype=dtype)
         unets = {"teacher": teacher_pipe.unet.eval(), "student (stage 2)": student_pipe.unet.eval()}
     else:
         teacher = toy_teacher_config()
@@ -124,8 +129,10 @@ def main() -> None:
                    "student (stage 2, + guidance projection)": student.replace(time_cond_proj_dim=256)}
         unets = {name: UNet3D(config).eval() for name, config in configs.items()}
         teacher_pipe, student_pipe = random_weight_pipelines(unets["teacher"], unets["student (stage 2, + guidance projection)"])
+        teacher_pipe, student_pipe = teacher_pipe.to(dtype=dtype), student_pipe.to(dtype=dtype)
+        unets = {name: unet.to(dtype) for name, unet in unets.items()}
     rows = {}
-    print(f"U-Nets at the toy size ({FRAMES} frames, {LATENT}x{LATENT} latents, batch 1), {args.threads} CPU threads:")
+    print(f"U-Nets at the toy size ({FRAMES} frames, {LATENT}x{LATENT} latents, batch 1), {args.dtype}, {args.threads} CPU threads:")
     print(f"  {'U-Net':44s} {'parameters':>12s} {'GFLOP/forward':>14s} {'ms/forward':>11s}")
     for name, unet in unets.items():
         rows[name] = {"parameters": count_parameters(unet), "flops": forward_flops(unet.config), "seconds_per_forward": step_latency(unet, args.repeats)}
@@ -147,7 +154,7 @@ def main() -> None:
     for name, ratio in speedups.items():
         print(f"  speed-up of the {name.removeprefix('student, ')}: {ratio:.1f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({"threads": args.threads, "unets": rows, "videos": videos, "speedups": speedups}, indent=2))
+        Path(args.json).write_text(json.dumps({"threads": args.threads, "dtype": args.dtype, "unets": rows, "videos": videos, "speedups": speedups}, indent=2))
 
 
 if __name__ == "__main__":

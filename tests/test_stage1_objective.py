@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.models.unet import UNet3D
 from hummingbird_t2v.models.unet_config import UNetConfig, get_unet_preset
 from hummingbird_t2v.pipelines.config import TEACHER_DEFAULTS
 from hummingbird_t2v.training.objective import TrainBatch
+from hummingbird_t2v.training.objectives import parse_objective_settings
 from hummingbird_t2v.training.objectives.distill import (
     Stage1DistillObjective,
     Stage1Settings,
     level_output_modules,
+)
+from hummingbird_t2v.training.objectives.reward_terms import (
+    RewardTerm,
+    build_reward_terms,
 )
 
 MICRO = UNetConfig(model_channels=32, channel_mult=(1, 2), attention_resolutions=(1,), num_head_channels=16, context_dim=16)
@@ -168,3 +175,92 @@ def test_mismatched_or_guided_networks_are_refused():
         Stage1DistillObjective(UNet3D(MICRO.replace(num_res_blocks=1, context_dim=32)), teacher)
     with pytest.raises(ConfigError, match="teacher_dtype"):
         Stage1Settings(teacher_dtype="int8")
+
+
+class _FirstChannelDecoder(nn.Module):
+    """Stands in for the frozen VAE: decodes (b, c, T, h, w) latents to the first channel as RGB."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(()))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.gain * z[:, :1].expand(-1, 3, -1, -1, -1)
+
+
+class _MeanFrameReward(nn.Module):
+    """A differentiable video-text reward on both frames: their mean; records what it scored."""
+
+    kind = "video_text"
+    num_frames = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = []
+
+    def score(self, frames: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        self.calls.append((frames, prompts))
+        return frames.mean(dim=(1, 2, 3, 4))
+
+
+def test_rewards_score_the_students_clean_prediction_of_the_clips_in_range():
+    reward, decoder = _MeanFrameReward(), _FirstChannelDecoder()
+    teacher = _perturbed(MICRO, 0)
+    student = _perturbed(MICRO.replace(num_res_blocks=1), 1)
+    settings = Stage1Settings(reward_timestep_range=(600, 999))  # with VC2's latent rescale (the default)
+    objective = Stage1DistillObjective(student, teacher, settings, rewards=[RewardTerm(reward, 2.0, name="mean")], vae=decoder)
+    batch = replace(_batch(samples=3), captions=["a", "b", "c"])
+    t = torch.tensor([900, 300, 650])
+    noise = torch.randn(3, 4, 2, 8, 8, generator=torch.Generator().manual_seed(3))
+    terms = objective.compute(batch, t, noise)
+
+    chosen = torch.tensor([0, 2])  # t = 300 lies outside the range
+    alpha_bar = objective.sqrt_alphas_cumprod[t[chosen]].pow(2).view(-1, 1, 1, 1, 1)
+    x0 = (terms.z_t[chosen] - (1 - alpha_bar).sqrt() * terms.student_eps[chosen]) / alpha_bar.sqrt()
+    x0 = x0 / terms.scale[chosen].view(-1, 1, 1, 1, 1)
+    frames, prompts = reward.calls[0]
+    assert prompts == ["a", "c"] and frames.shape == (2, 2, 3, 8, 8)
+    torch.testing.assert_close(frames, (x0[:, :1] / 2 + 0.5).clamp(0, 1).expand(-1, 3, -1, -1, -1).transpose(1, 2))
+    torch.testing.assert_close(terms.reward_loss, -2.0 * frames.mean())
+    torch.testing.assert_close(terms.loss, terms.distill_loss + terms.reward_loss)
+    assert set(terms.reward_logs) == {"reward_mean"}
+
+    terms.loss.backward()
+    assert all(p.grad is not None for p in student.parameters()) and decoder.gain.grad is None
+    objective.train()
+    assert objective.model.training and not decoder.training
+    # Checkpoints still hold the student alone: the VAE and reward models are not trained or saved by the loop,
+    # which saves objective.trainable_module().
+    assert objective.trainable_module() is student
+
+    no_clip_in_range = objective.compute(batch, torch.tensor([10, 20, 30]), noise)
+    assert no_clip_in_range.reward_loss is None and no_clip_in_range.reward_logs == {}
+    torch.testing.assert_close(no_clip_in_range.loss, no_clip_in_range.distill_loss)
+
+
+def test_reward_settings_and_wiring_errors():
+    for bad in ((900, 800), (0, 1000), (5,)):
+        with pytest.raises(ConfigError, match="reward_timestep_range"):
+            Stage1Settings(reward_timestep_range=bad)
+    teacher = _perturbed(MICRO, 0)
+    student = _perturbed(MICRO.replace(num_res_blocks=1), 1)
+    with pytest.raises(ConfigError, match="VAE"):
+        Stage1DistillObjective(student, teacher, rewards=[RewardTerm(_MeanFrameReward(), 1.0)])
+    objective = Stage1DistillObjective(student, teacher, rewards=[RewardTerm(_MeanFrameReward(), 1.0)], vae=_FirstChannelDecoder())
+    with pytest.raises(ConfigError, match="captions"):
+        objective.compute(_batch(), torch.tensor([900, 300]), torch.randn(2, 4, 2, 8, 8))
+
+
+def test_distill_config_builds_reward_terms_by_name():
+    _spec, settings = parse_objective_settings(
+        {
+            "name": "distill",
+            "layout": "hb-0.9b",
+            "rewards": [{"name": "toy", "options": {"attributes": ["color"], "mode": "log_prob"}}],
+            "reward_timestep_range": [400, 999],
+        }
+    )
+    assert settings.reward_timestep_range == (400, 999)
+    assert settings.loss_settings().rewards == settings.rewards
+    (term,) = build_reward_terms(settings.rewards)
+    assert term.name == "toy" and term.weight == 1.0

@@ -25,6 +25,13 @@ The teacher is deliberately *not* a registered sub-module: it never appears in `
   level (encoder and decoder) and of the middle block, where both have one. Level outputs have the same
   shape in any pruned layout, so no block map is needed. Teacher features come from its conditional pass.
 * `data_loss_weight`: the plain diffusion loss mean((ε_S − ε)²) against the true noise.
+* `rewards`: reward terms (the entries stage 2 takes, training.objectives.reward_terms) on the student's
+  one-step clean prediction x̂₀ = (z_t − √(1−ᾱ_t)·ε_S)/√ᾱ_t of the same pass (divided by s(t) under the
+  latent rescale, so the frozen VAE decodes what a sampler's x̂₀ would be), for the clips whose t lies in
+  `reward_timestep_range` (all by default). Each adds −weight·mean(score); the gradient reaches the student
+  through the decoder. Why: the target only says "what the teacher predicts", and a property the student
+  gets wrong less often than the loss can see (on the toy world, neighbouring hues) can be asked for
+  directly, as stage 2's visual feedback does (docs/pruning.md).
 
 Registered as objective `distill` (`hummingbird train distill`, settings `DistillSettings`): the teacher is
 the config's `model.unet`, the student `objective.student` (a path) or pruned from the teacher with
@@ -34,9 +41,9 @@ the config's `model.unet`, the student `objective.student` (a path) or pruned fr
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +64,12 @@ from hummingbird_t2v.models.unet_config import UNetConfig
 from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
 from hummingbird_t2v.training.objective import Objective, ObjectiveOutput, TrainBatch
 from hummingbird_t2v.training.objectives import ObjectiveSpec, register_objective
+from hummingbird_t2v.training.objectives.reward_terms import (
+    RewardFeedback,
+    RewardSpec,
+    RewardTerm,
+    build_reward_terms,
+)
 from hummingbird_t2v.training.objectives.students import (
     check_student_source,
     student_unet,
@@ -90,6 +103,10 @@ class Stage1Settings:
     teacher_dropout: bool = False
     feature_loss_weight: float = 0.0
     data_loss_weight: float = 0.0
+    # Reward terms on the student's x̂₀ (the entries of stage 2's `objective.rewards`), and the timesteps
+    # [low, high] whose clips they score (None: every clip of the batch).
+    rewards: tuple[RewardSpec, ...] = ()
+    reward_timestep_range: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.guidance_scale < 0:
@@ -105,6 +122,15 @@ class Stage1Settings:
         for name in ("feature_loss_weight", "data_loss_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"objective.{name} must be >= 0, got {getattr(self, name)}")
+        if self.reward_timestep_range is not None:
+            if len(self.reward_timestep_range) != 2:
+                raise ConfigError(f"objective.reward_timestep_range is [low, high] or null, got {self.reward_timestep_range}")
+            low, high = self.reward_timestep_range
+            if not 0 <= low <= high < self.num_train_timesteps:
+                raise ConfigError(
+                    f"objective.reward_timestep_range must satisfy 0 <= low <= high < {self.num_train_timesteps}, "
+                    f"got {list(self.reward_timestep_range)}"
+                )
 
 
 @dataclass
@@ -121,6 +147,8 @@ class Stage1Terms:
     feature_loss: Tensor | None
     data_loss: Tensor | None
     loss: Tensor
+    reward_loss: Tensor | None = None  # None without reward terms or without a clip in their range
+    reward_logs: dict[str, Tensor] = field(default_factory=dict)  # each term's mean score
 
 
 def level_output_modules(config: UNetConfig) -> list[str]:
@@ -146,13 +174,25 @@ def level_output_modules(config: UNetConfig) -> list[str]:
 
 
 class Stage1DistillObjective(Objective):
-    """Guidance distillation of a frozen teacher U-Net into a (pruned) student U-Net."""
+    """Guidance distillation of a frozen teacher U-Net into a (pruned) student U-Net.
 
-    def __init__(self, student: UNet3D, teacher: UNet3D, settings: Stage1Settings | None = None) -> None:
+    ``rewards`` are built reward terms (``settings.rewards`` holds only their config entries); they need
+    the frozen ``vae``, which decodes the student's x̂₀ for them.
+    """
+
+    def __init__(
+        self,
+        student: UNet3D,
+        teacher: UNet3D,
+        settings: Stage1Settings | None = None,
+        rewards: Sequence[RewardTerm] = (),
+        vae: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.settings = s = settings or Stage1Settings()
         _check_pair(student.config, teacher.config)
         self.model = student
+        self.reward_feedback = RewardFeedback(rewards, vae) if rewards else None
         teacher.requires_grad_(False)
         if s.teacher_dtype is not None:
             teacher.to(_DTYPES[s.teacher_dtype])
@@ -202,16 +242,18 @@ class Stage1DistillObjective(Objective):
         device = z0.device
         t = torch.randint(0, self.settings.num_train_timesteps, (z0.shape[0],), generator=generator, device=device)
         noise = torch.randn(z0.shape, generator=generator, device=device)
-        terms = self.compute(batch, t, noise)
+        terms = self.compute(batch, t, noise, generator)
         logs: dict[str, float | Tensor] = {"loss_distill": terms.distill_loss.detach()}
         if terms.feature_loss is not None:
             logs["loss_feature"] = terms.feature_loss.detach()
         if terms.data_loss is not None:
             logs["loss_data"] = terms.data_loss.detach()
+        logs.update(terms.reward_logs)
         return ObjectiveOutput(loss=terms.loss, logs=logs)
 
-    def compute(self, batch: TrainBatch, t: Tensor, noise: Tensor) -> Stage1Terms:
-        """The loss for given timesteps `t` (b,) and noise (shaped like the latents)."""
+    def compute(self, batch: TrainBatch, t: Tensor, noise: Tensor, generator: torch.Generator | None = None) -> Stage1Terms:
+        """The loss for given timesteps `t` (b,) and noise (shaped like the latents); `generator` draws
+        the frames the reward terms score."""
         s = self.settings
         z0 = batch.latents.float()
         per_sample = (-1,) + (1,) * (z0.ndim - 1)
@@ -252,7 +294,43 @@ class Stage1DistillObjective(Objective):
         if s.data_loss_weight > 0:
             data_loss = F.mse_loss(student_eps, noise.float())
             loss = loss + s.data_loss_weight * data_loss
-        return Stage1Terms(scale, z_t, eps_cond, eps_uncond, target, student_eps, distill_loss, feature_loss, data_loss, loss)
+        reward_loss, reward_logs = None, {}
+        if self.reward_feedback is not None:
+            reward_loss, reward_logs = self._reward_loss(self.reward_feedback, z_t, t, student_eps, scale, batch.captions, generator)
+            if reward_loss is not None:
+                loss = loss + reward_loss
+        return Stage1Terms(
+            scale, z_t, eps_cond, eps_uncond, target, student_eps, distill_loss, feature_loss, data_loss, loss,
+            reward_loss, reward_logs,
+        )
+
+    def _reward_loss(
+        self,
+        feedback: RewardFeedback,
+        z_t: Tensor,
+        t: Tensor,
+        student_eps: Tensor,
+        scale: Tensor | None,
+        captions: Sequence[str],
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """The reward terms on the student's x̂₀ of the clips whose t is in range (None if there is none)."""
+        if len(captions) != z_t.shape[0]:
+            raise ConfigError(
+                f"stage-1 reward terms need the batch's captions, got {len(captions)} for {z_t.shape[0]} clips"
+            )
+        low, high = self.settings.reward_timestep_range or (0, self.settings.num_train_timesteps - 1)
+        chosen = ((t >= low) & (t <= high)).nonzero().flatten()
+        if chosen.numel() == 0:
+            return None, {}
+        t_chosen = t[chosen]
+        per_sample = (-1,) + (1,) * (z_t.ndim - 1)
+        x0 = (
+            z_t[chosen] - self.sqrt_one_minus_alphas_cumprod[t_chosen].view(per_sample) * student_eps[chosen]
+        ) / self.sqrt_alphas_cumprod[t_chosen].view(per_sample)
+        if scale is not None:  # the rescaled clip s(t)·z0 back to the latents the VAE decodes
+            x0 = x0 / scale[chosen].view(per_sample)
+        return feedback(x0, [captions[i] for i in chosen.tolist()], generator)
 
     @contextmanager
     def _capture(self, unet: nn.Module, names: list[str], enabled: bool) -> Iterator[dict[str, Tensor]]:
@@ -335,7 +413,10 @@ def build_distill_objective(settings: DistillSettings, components) -> Stage1Dist
         raise ConfigError(f"stage 1 distils a UNet3D teacher (model.unet), got {type(teacher).__name__}")
     student = student_unet(settings.student, settings.layout, teacher)
     student.requires_grad_(True)  # the whole student is trained (§1.3)
-    return Stage1DistillObjective(student, teacher, settings.loss_settings())
+    rewards = build_reward_terms(settings.rewards)
+    return Stage1DistillObjective(
+        student, teacher, settings.loss_settings(), rewards=rewards, vae=components.vae if rewards else None
+    )
 
 
 register_objective(
@@ -345,6 +426,6 @@ register_objective(
         settings_class=DistillSettings,
         build=build_distill_objective,
         description="stage 1: distil the CFG-guided teacher (model.unet) into a pruned student (objective.student "
-        "or objective.layout)",
+        "or objective.layout), optionally with reward terms on its x̂₀ (objective.rewards)",
     )
 )
