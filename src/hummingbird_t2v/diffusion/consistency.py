@@ -70,8 +70,8 @@ def consistency_boundary_scalings(
 
     With s = timestep_scaling·t: c_skip = σ_d²/(s² + σ_d²), c_out = s/√(s² + σ_d²); c_skip → 1
     and c_out → 0 at t = 0, and c_skip < 1e-7 for t ≥ 159. Integer timesteps are evaluated in
-    float32 in the official op order (bitwise equal to the goldens); a floating ``t`` keeps its
-    dtype. The results have the shape of ``t``.
+    float32 in the official op order (equal to the goldens; on some CPUs c_out at t = 159 rounds
+    one ulp below their 1.0); a floating ``t`` keeps its dtype. The results have the shape of ``t``.
     """
     t = torch.as_tensor(t)
     work = t.dtype if t.is_floating_point() else torch.float32

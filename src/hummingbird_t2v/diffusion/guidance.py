@@ -24,8 +24,9 @@ def guidance_scale_embedding(w: Tensor, dim: int = GUIDANCE_EMBEDDING_DIM) -> Te
     ``f_i = exp(−ln(10⁴)·i/(dim/2 − 1))``. Note sin first and ``dim/2 − 1`` in the denominator,
     the opposite of the timestep sinusoid. The arguments reach 15 000 rad, so the last bits
     depend on op order; this follows the official float32 order exactly (``w·1000`` in w's
-    dtype, then float32; the frequency exponent as ``i · (−ln(10⁴)/(half−1))``) and is bitwise
-    equal to the stored goldens on CPU. float64 or ``10000**(−i/127)`` would differ by ~1e-3.
+    dtype, then float32; the frequency exponent as ``i · (−ln(10⁴)/(half−1))``): bitwise equal to
+    the stored goldens on the CPU they were made on, within 1e-3 on others, whose vectorised exp
+    and sin can differ in the last bit (an ulp of a 15 000-rad argument is 1e-3).
     """
     if w.ndim != 1:
         raise ConfigError(f"w must be a 1-D tensor of per-sample guidance scales, got shape {tuple(w.shape)}")
