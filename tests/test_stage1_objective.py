@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch import nn
+from training_helpers import FirstChannelDecoder, MeanFrameReward
 
 from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.models.unet import UNet3D
@@ -177,34 +177,8 @@ def test_mismatched_or_guided_networks_are_refused():
         Stage1Settings(teacher_dtype="int8")
 
 
-class _FirstChannelDecoder(nn.Module):
-    """Stands in for the frozen VAE: decodes (b, c, T, h, w) latents to the first channel as RGB."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gain = nn.Parameter(torch.ones(()))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.gain * z[:, :1].expand(-1, 3, -1, -1, -1)
-
-
-class _MeanFrameReward(nn.Module):
-    """A differentiable video-text reward on both frames: their mean; records what it scored."""
-
-    kind = "video_text"
-    num_frames = 2
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = []
-
-    def score(self, frames: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        self.calls.append((frames, prompts))
-        return frames.mean(dim=(1, 2, 3, 4))
-
-
 def test_rewards_score_the_students_clean_prediction_of_the_clips_in_range():
-    reward, decoder = _MeanFrameReward(), _FirstChannelDecoder()
+    reward, decoder = MeanFrameReward(), FirstChannelDecoder()
     teacher = _perturbed(MICRO, 0)
     student = _perturbed(MICRO.replace(num_res_blocks=1), 1)
     settings = Stage1Settings(reward_timestep_range=(600, 999))  # with VC2's latent rescale (the default)
@@ -245,8 +219,8 @@ def test_reward_settings_and_wiring_errors():
     teacher = _perturbed(MICRO, 0)
     student = _perturbed(MICRO.replace(num_res_blocks=1), 1)
     with pytest.raises(ConfigError, match="VAE"):
-        Stage1DistillObjective(student, teacher, rewards=[RewardTerm(_MeanFrameReward(), 1.0)])
-    objective = Stage1DistillObjective(student, teacher, rewards=[RewardTerm(_MeanFrameReward(), 1.0)], vae=_FirstChannelDecoder())
+        Stage1DistillObjective(student, teacher, rewards=[RewardTerm(MeanFrameReward(), 1.0)])
+    objective = Stage1DistillObjective(student, teacher, rewards=[RewardTerm(MeanFrameReward(), 1.0)], vae=FirstChannelDecoder())
     with pytest.raises(ConfigError, match="captions"):
         objective.compute(_batch(), torch.tensor([900, 300]), torch.randn(2, 4, 2, 8, 8))
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
+from training_helpers import FirstChannelDecoder, MeanFrameReward
 
 from hummingbird_t2v.cli import main as cli_main
 from hummingbird_t2v.data.manifest import DatasetError
@@ -354,34 +355,8 @@ def test_timestep_range_draws_only_the_steps_asked_for():
             DiffusionSettings(timestep_range=bad)
 
 
-class _FirstChannelDecoder(nn.Module):
-    """Stands in for the frozen VAE: decodes (b, c, T, h, w) latents to the first channel as RGB."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gain = nn.Parameter(torch.ones(()))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.gain * z[:, :1].expand(-1, 3, -1, -1, -1)
-
-
-class _MeanFrameReward(nn.Module):
-    """A differentiable video-text reward: the frames' mean; records what it scored."""
-
-    kind = "video_text"
-    num_frames = 2
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = []
-
-    def score(self, frames: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        self.calls.append((frames, prompts))
-        return frames.mean(dim=(1, 2, 3, 4))
-
-
 def test_rewards_score_the_one_step_clean_prediction_at_high_noise():
-    model, reward, decoder = _Recorder(), _MeanFrameReward(), _FirstChannelDecoder()
+    model, reward, decoder = _Recorder(), MeanFrameReward(), FirstChannelDecoder()
     with torch.no_grad():
         model.weight.fill_(0.3)  # the recorder predicts eps = 0.3 everywhere
     settings = DiffusionSettings(prompt_dropout=1.0, reward_timestep_range=(900, 950))
@@ -413,7 +388,7 @@ def test_rewards_score_the_one_step_clean_prediction_at_high_noise():
     objective.train()
     assert not decoder.training and objective.model.training
     with pytest.raises(ConfigError, match="VAE"):
-        DiffusionObjective(_Recorder(), settings, rewards=[RewardTerm(_MeanFrameReward(), 1.0)])
+        DiffusionObjective(_Recorder(), settings, rewards=[RewardTerm(MeanFrameReward(), 1.0)])
     for bad in ((999, 800), (0, 1000)):
         with pytest.raises(ConfigError, match="reward_timestep_range"):
             DiffusionSettings(reward_timestep_range=bad)
@@ -436,8 +411,8 @@ def test_sampled_reward_latents_come_from_the_models_own_sampler_stopped_in_rang
         reward_latents="sampled", reward_sampler_steps=10, reward_timestep_range=(700, 999), reward_guidance_scale=2.0
     )
     assert settings.reward_sampler_steps_in_range() == [0, 1, 2]  # the 10-step grid is 901, 801, 701, 601, ...
-    model, reward = _ModeRecorder(), _MeanFrameReward()
-    objective = DiffusionObjective(model, settings, rewards=[RewardTerm(reward, 1.0)], vae=_FirstChannelDecoder())
+    model, reward = _ModeRecorder(), MeanFrameReward()
+    objective = DiffusionObjective(model, settings, rewards=[RewardTerm(reward, 1.0)], vae=FirstChannelDecoder())
     batch = replace(_batch(), captions=["a", "b", "c", "d"])
     objective.train()(batch, torch.Generator().manual_seed(3))
 

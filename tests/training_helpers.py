@@ -1,4 +1,5 @@
-"""Helpers shared by the training tests: killed runs, torchrun launches, weight comparisons, tiny teachers."""
+"""Helpers shared by the training tests: killed runs, torchrun launches, weight comparisons, tiny teachers,
+stand-ins for reward terms."""
 
 from __future__ import annotations
 
@@ -129,3 +130,29 @@ def save_unet_folder(unet: UNet3D, folder: Path) -> Path:
     """A U-Net component folder (config.json + model.safetensors)."""
     save_component(folder, unet, unet.config.to_dict())
     return folder
+
+
+class FirstChannelDecoder(torch.nn.Module):
+    """Stands in for the frozen VAE of reward terms: decodes (b, c, T, h, w) latents to the first channel as RGB."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(()))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.gain * z[:, :1].expand(-1, 3, -1, -1, -1)
+
+
+class MeanFrameReward(torch.nn.Module):
+    """A differentiable video-text reward on two strided frames: their mean; records what it scored."""
+
+    kind = "video_text"
+    num_frames = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = []
+
+    def score(self, frames: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        self.calls.append((frames, prompts))
+        return frames.mean(dim=(1, 2, 3, 4))

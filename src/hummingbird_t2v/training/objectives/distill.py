@@ -31,7 +31,7 @@ The teacher is deliberately *not* a registered sub-module: it never appears in `
   `reward_timestep_range` (all by default). Each adds −weight·mean(score); the gradient reaches the student
   through the decoder. Why: the target only says "what the teacher predicts", and a property the student
   gets wrong less often than the loss can see (on the toy world, neighbouring hues) can be asked for
-  directly, as stage 2's visual feedback does (docs/pruning.md).
+  directly, as stage 2's visual feedback does. On the toy world's colour it did not help (docs/pruning.md).
 
 Registered as objective `distill` (`hummingbird train distill`, settings `DistillSettings`): the teacher is
 the config's `model.unet`, the student `objective.student` (a path) or pruned from the teacher with
