@@ -40,6 +40,7 @@ class ProbeBatch:
     context: torch.Tensor  # their captions, encoded
     uncond: torch.Tensor  # the empty prompt, encoded
     alphas_cumprod: torch.Tensor
+    captions: list[str]  # the clips' captions
 
     def noised(self, t: int) -> torch.Tensor:
         """z_t at timestep t, with fresh noise from the global generator."""
@@ -57,4 +58,4 @@ def toy_probe_batch(model: HummingbirdPipeline, clips: int, world_seed: int, voc
         context = model.encode_prompt([clip.caption for clip in chosen])
         uncond = model.encode_prompt([""] * clips)
     alphas_cumprod = scaled_linear_alphas_cumprod(config.num_train_timesteps, config.beta_start, config.beta_end).float()
-    return ProbeBatch(latents, context, uncond, alphas_cumprod)
+    return ProbeBatch(latents, context, uncond, alphas_cumprod, [clip.caption for clip in chosen])

@@ -21,8 +21,7 @@ from toy_probe_batch import add_probe_arguments, start_probe, toy_probe_batch
 from hummingbird_t2v.diffusion.consistency import predicted_original_sample
 from hummingbird_t2v.pipelines.hummingbird import HummingbirdPipeline
 from hummingbird_t2v.rewards.factory import build_reward_model
-from hummingbird_t2v.toyworld.generator import ToyWorld, ToyWorldConfig
-from hummingbird_t2v.toyworld.scene import resolve_vocabulary
+from hummingbird_t2v.training.objectives.reward_terms import decode_reward_frames
 
 
 def main() -> None:
@@ -36,17 +35,12 @@ def main() -> None:
     teacher = start_probe(args)
     student = HummingbirdPipeline.from_pretrained(args.student, device="cpu") if args.student else None
     batch = toy_probe_batch(teacher, args.clips, args.world_seed, args.vocabulary)
-    defaults = teacher.config.defaults
-    world = ToyWorld(ToyWorldConfig(seed=args.world_seed, num_frames=defaults.num_frames, height=defaults.height,
-                                    width=defaults.width, vocabulary=resolve_vocabulary(args.vocabulary)))
-    captions = [world.clip(index).caption for index in range(args.clips)]
     reward = build_reward_model("toy", None, attributes=args.attributes, mode=args.mode).eval()
     n = args.clips
-    fps = torch.full((n,), defaults.fps, dtype=torch.long)
+    fps = torch.full((n,), teacher.config.defaults.fps, dtype=torch.long)
 
     def score(latents: torch.Tensor) -> float:
-        frames = (teacher.vae.decode(latents).float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)
-        return float(reward.score(frames, captions).mean())
+        return float(reward.score(decode_reward_frames(teacher.vae, latents), batch.captions).mean())
 
     with torch.no_grad():
         print(f"toy reward ({args.mode} of {', '.join(args.attributes)}), mean over {n} clips; the real clips: {score(batch.latents):.3f}")

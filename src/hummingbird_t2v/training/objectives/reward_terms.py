@@ -23,6 +23,7 @@ __all__ = [
     "RewardSpec",
     "RewardTerm",
     "build_reward_terms",
+    "decode_reward_frames",
     "reward_feedback_loss",
     "select_reward_frames",
 ]
@@ -134,6 +135,12 @@ def build_reward_terms(specs: Sequence[RewardSpec]) -> list[RewardTerm]:
     return terms
 
 
+def decode_reward_frames(vae: nn.Module, latents: Tensor) -> Tensor:
+    """Latents (b, c, T, h, w) decoded to the frames reward models score: (b, T, 3, H, W) in [0, 1]."""
+    frames = vae.decode(latents)  # (b, 3, T, H, W) in about [-1, 1]
+    return (frames.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)
+
+
 def reward_feedback_loss(
     terms: Sequence[RewardTerm],
     vae: nn.Module,
@@ -155,8 +162,7 @@ def reward_feedback_loss(
     logs: dict[str, Tensor] = {}
     for term in terms:
         index = select_reward_frames(term.model.kind, f_theta.shape[2], term.num_frames, generator)
-        frames = vae.decode(f_theta[:, :, index.to(f_theta.device)])  # (b, 3, n, H, W) in about [-1, 1]
-        frames = (frames.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)
+        frames = decode_reward_frames(vae, f_theta[:, :, index.to(f_theta.device)])
         score = term.model.score(frames, list(prompts))
         total = total - term.weight * score.float().mean()
         logs[f"reward_{term.name}"] = score.detach().float().mean()
