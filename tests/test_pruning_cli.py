@@ -83,6 +83,34 @@ def test_analyze_proposes_a_layout_that_prune_accepts(tmp_path, capsys):
     assert count_parameters(load_model_or_unet(tmp_path / "student").unet) <= budget
 
 
+def test_analyze_by_caption_records_it_and_noises_calibration_as_the_teacher_was_trained(tmp_path, capsys):
+    import argparse
+    from types import SimpleNamespace
+
+    from safetensors.torch import save_file
+
+    from hummingbird_t2v.pruning.cli import _calibration_batch
+
+    torch.manual_seed(0)
+    teacher = UNet3D(MICRO)
+    save_component(tmp_path / "teacher", teacher, MICRO.to_dict())
+    code, out, _ = run("prune", "--analyze", "--teacher", tmp_path / "teacher", "--score", "caption", "--calibration-samples", "2",
+                       "--calibration-size", "1x8x8", "--no-guidance-projection", "--device", "cpu", "-o", tmp_path / "p.yaml", capsys=capsys)
+    assert code == 0 and "relative change of the caption's part" in out
+    assert "score: caption" in (tmp_path / "p.yaml").read_text()
+
+    # Calibration latents are noised with the dynamic latent rescale only where the teacher trained with it.
+    latents = torch.randn(2, 4, 1, 8, 8)
+    save_file({"latents": latents, "context": torch.randn(2, 5, 16), "uncond_context": torch.randn(1, 5, 16)}, str(tmp_path / "c.safetensors"))
+    args = argparse.Namespace(seed=0, calibration=tmp_path / "c.safetensors", fps=8)
+    noisy = {}
+    for use_scale in (True, False):
+        model = SimpleNamespace(pipeline=SimpleNamespace(config=SimpleNamespace(use_scale=use_scale)))
+        noisy[use_scale] = _calibration_batch(args, model, MICRO, (1, 8, 8)).noisy_latents
+    bare = _calibration_batch(args, SimpleNamespace(pipeline=None), MICRO, (1, 8, 8)).noisy_latents
+    assert torch.equal(bare, noisy[True]) and not torch.allclose(noisy[True], noisy[False])
+
+
 @pytest.mark.parametrize(
     "extra, fragment",
     [

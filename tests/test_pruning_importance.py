@@ -18,6 +18,7 @@ from hummingbird_t2v.pruning.importance import (
     guided_prediction,
     make_calibration_batch,
     measure_layout,
+    measured_prediction,
     propose_layout,
     score_blocks,
     skipped,
@@ -110,6 +111,28 @@ def test_scores_rank_every_unit_and_leave_the_teacher_unchanged(micro, costs):
     torch.testing.assert_close(guided_prediction(micro, batch, 12.0), before, rtol=0, atol=0)
     with pytest.raises(ConfigError, match="cannot be skipped"), skipped(micro, ["input_blocks.4"]):
         pass
+
+
+def test_caption_scores_measure_the_change_of_the_caption_part_alone(micro, costs):
+    batch = _batch(MICRO)
+    x = batch.noisy_latents.repeat(2, 1, 1, 1, 1)
+    context = torch.cat([batch.context, batch.uncond_context])
+    with torch.no_grad():
+        cond, uncond = micro(x, batch.timesteps.repeat(2), context, fps=batch.fps.repeat(2)).chunk(2)
+    torch.testing.assert_close(measured_prediction(micro, batch, 12.0, "caption"), cond - uncond, rtol=1e-6, atol=1e-6)
+
+    caption = {s.block.name: s.score for s in score_blocks(micro, batch, costs, target="caption")}
+    guided = {s.block.name: s.score for s in score_blocks(micro, batch, costs, target="guided")}
+    with skipped(micro, ["output_blocks.4"]):
+        skipped_part = measured_prediction(micro, batch, 12.0, "caption")
+    expected = float(((skipped_part - (cond - uncond)) ** 2).mean() / ((cond - uncond) ** 2).mean())
+    assert caption["output_blocks.4"] == pytest.approx(expected, rel=1e-5)
+    # A different quantity: the guided prediction also holds everything the caption does not decide.
+    assert caption["output_blocks.4"] != pytest.approx(guided["output_blocks.4"], rel=1e-3)
+    full = full_layout(MICRO)
+    assert measure_layout(micro, full, batch, target="caption") == 0.0
+    with pytest.raises(ConfigError, match="unknown score target 'colour'"):
+        measured_prediction(micro, batch, 12.0, "colour")
 
 
 def _synthetic_scores(config: UNetConfig, costs, values: dict[str, float]) -> list[BlockScore]:

@@ -124,6 +124,31 @@ def test_same_generator_same_loss_and_the_teacher_follows_the_student_device():
     assert next(objective.teacher.parameters()).is_meta
 
 
+@torch.no_grad()
+def test_swapped_captions_come_from_other_clips_and_the_target_follows_them():
+    objective = _pair(caption_swap_probability=1.0).eval()
+    batch = replace(_batch(samples=4), captions=["a", "b", "c", "d"])
+    swapped = objective._swap_captions(batch, torch.Generator().manual_seed(0))
+    # Every clip takes another clip's caption (embedding and text together); the clips stay.
+    sources = [batch.captions.index(c) for c in swapped.captions]
+    assert all(source != own for own, source in enumerate(sources))
+    assert torch.equal(swapped.context, batch.context[sources]) and swapped.latents is batch.latents
+    # The loss is the plain stage-1 loss of the swapped batch: same timesteps and noise, other captions.
+    generator = torch.Generator().manual_seed(3)
+    loss = objective(batch, generator).loss
+    replay = torch.Generator().manual_seed(3)
+    t = torch.randint(0, 1000, (4,), generator=replay)
+    noise = torch.randn(batch.latents.shape, generator=replay)
+    expected = objective.compute(objective._swap_captions(batch, replay), t, noise).loss
+    assert torch.equal(loss, expected)
+    assert not torch.equal(loss, objective.compute(batch, t, noise).loss)
+    # Off (the default) draws nothing more, so earlier runs replay exactly.
+    plain = _pair().eval()
+    assert plain._swap_captions(batch, generator) is batch
+    with pytest.raises(ConfigError, match=r"caption_swap_probability must lie in \[0, 1\]"):
+        Stage1Settings(caption_swap_probability=1.5)
+
+
 def test_low_precision_teacher_gives_nearly_the_same_loss():
     t = torch.tensor([900, 300])
     noise = torch.randn(2, 4, 2, 8, 8, generator=torch.Generator().manual_seed(1))

@@ -51,6 +51,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     budget.add_argument("--budget-flops", help="largest student FLOPs per forward at 16x320x512, e.g. 8.2T")
     analysis.add_argument("--keep-middle", action="store_true", help="never propose dropping the middle block")
     analysis.add_argument("--guidance-scale", type=float, default=12.0, help="CFG scale of the measured prediction (default 12)")
+    analysis.add_argument("--score", choices=("guided", "caption"), default="guided",
+                          help="what a skipped block is scored on: the CFG-guided prediction (default), or only its "
+                               "caption-dependent part eps(c) - eps(empty), to find the blocks that carry the prompt")
     analysis.add_argument("--calibration", type=Path,
                           help="safetensors file with 'latents' (clean, VAE-scaled, b x c x T x h x w), 'context' and "
                           "optionally 'uncond_context' and 'fps'; default: random latents and the prompts below")
@@ -207,11 +210,11 @@ def _run_analysis(args: argparse.Namespace) -> int:
 
     teacher.unet.to(device)
     print(f"teacher: {teacher.source} ({_structure(config)}); calibration: {tuple(batch.noisy_latents.shape)} at t={batch.timesteps.tolist()}")
-    scores = score_blocks(teacher.unet, batch, costs, guidance_scale=args.guidance_scale)
+    scores = score_blocks(teacher.unet, batch, costs, guidance_scale=args.guidance_scale, target=args.score)
     print(_ranking_table(scores))
 
     proposal = propose_layout(config, scores, costs.total, budget, time_cond_proj_dim=projection, allow_dropping_middle=not args.keep_middle)
-    measured = measure_layout(teacher.unet, proposal.layout, batch, guidance_scale=args.guidance_scale)
+    measured = measure_layout(teacher.unet, proposal.layout, batch, guidance_scale=args.guidance_scale, target=args.score)
     rows = [("teacher", costs.total), ("proposal", proposal.cost)]
     comparison: dict[str, float] = {}
     for name in PAPER_LAYOUT_NAMES:
@@ -220,19 +223,21 @@ def _run_analysis(args: argparse.Namespace) -> int:
         except LayoutError:
             break  # not a VideoCrafter2-structured teacher: no paper map to compare with
         rows.append((f"paper {name}", unet_cost(reference.student_config(config))))
-        comparison[name] = measure_layout(teacher.unet, reference, batch, guidance_scale=args.guidance_scale)
+        comparison[name] = measure_layout(teacher.unet, reference, batch, guidance_scale=args.guidance_scale, target=args.score)
 
     print(f"\nbudget: {budget.metric} <= {budget.limit:,} ({budget_origin})")
     print(f"proposal: {proposal.layout.describe(config)}")
     print(f"left out: {', '.join(proposal.removed) or 'nothing'} (summed score {proposal.removed_score:.4g})")
     print(format_cost_table(rows))
-    print(f"relative change of the guided prediction, weights copied without training: proposal {measured:.4g}"
+    measured_what = "guided prediction" if args.score == "guided" else "caption's part eps(c) - eps(empty)"
+    print(f"relative change of the {measured_what}, weights copied without training: proposal {measured:.4g}"
           + "".join(f", paper {name} {value:.4g}" for name, value in comparison.items()))
 
     analysis = {
         "teacher": str(teacher.source),
         "budget": {budget.metric: budget.limit},
         "guidance_scale": args.guidance_scale,
+        "score": args.score,
         "calibration_shape": list(batch.noisy_latents.shape),
         "predicted": {"params": proposal.cost.params, "flops": proposal.cost.flops},
         "measured_change": round(measured, 6),
@@ -304,7 +309,10 @@ def _calibration_batch(args: argparse.Namespace, teacher: Any, config: Any, size
     factor = 2 ** (len(config.channel_mult) - 1)
     if latents.ndim != 5 or latents.shape[3] % factor or latents.shape[4] % factor:
         raise ConfigError(f"calibration latents must be (b, c, frames, h, w) with h and w multiples of {factor}, got {tuple(latents.shape)}")
-    return make_calibration_batch(latents, context, uncond, fps=fps, seed=args.seed)
+    # Noise the latents the way the teacher was trained: VideoCrafter2 with its dynamic latent rescale, a
+    # full model as its pipeline config says (the toy models trained without it).
+    latent_rescale = teacher.pipeline.config.use_scale if teacher.pipeline is not None else True
+    return make_calibration_batch(latents, context, uncond, fps=fps, seed=args.seed, latent_rescale=latent_rescale)
 
 
 def _encode(teacher: Any, prompts: list[str]) -> Any:

@@ -20,7 +20,10 @@ identical to the student whose level 0 is filled from teacher units 1 and 9, 11 
 
 The score of a unit is the relative change of the CFG-guided noise prediction ε(∅) + s·(ε(c) − ε(∅))
 on a calibration batch, mean((ε_skip − ε)²) / mean(ε²): the quantity the stage-1 student is trained to
-reproduce. Scores are measured one unit at a time and added up when choosing a layout, which ignores
+reproduce (`target="guided"`). With `target="caption"` it is the relative change of the caption's part
+ε(c) − ε(∅) alone: the guided prediction is dominated by what any denoiser must do regardless of the
+prompt, so a unit that carries what the caption asks for (the colour of an object, say) can score low
+there and high here. Scores are measured one unit at a time and added up when choosing a layout, which ignores
 interactions; the chosen layout's real change is measured afterwards.
 """
 
@@ -54,6 +57,8 @@ from hummingbird_t2v.pruning.transfer import prune_unet
 
 Part = Literal["encoder", "decoder", "middle"]
 BudgetMetric = Literal["params", "flops"]
+ScoreTarget = Literal["guided", "caption"]
+SCORE_TARGETS: tuple[ScoreTarget, ...] = ("guided", "caption")
 
 
 # --------------------------------------------------------------------------------------- calibration
@@ -108,15 +113,25 @@ def make_calibration_batch(
 
 
 @torch.no_grad()
-def guided_prediction(unet: UNet3D, batch: CalibrationBatch, guidance_scale: float) -> Tensor:
-    """ε(∅) + s·(ε(c) − ε(∅)) in float32; both passes in one forward of twice the batch."""
+def measured_prediction(unet: UNet3D, batch: CalibrationBatch, guidance_scale: float, target: ScoreTarget = "guided") -> Tensor:
+    """What a score compares, in float32: the guided ε(∅) + s·(ε(c) − ε(∅)) or the caption's part
+    ε(c) − ε(∅) (module doc); both passes in one forward of twice the batch."""
+    if target not in SCORE_TARGETS:
+        raise ConfigError(f"unknown score target {target!r}; use one of {', '.join(SCORE_TARGETS)}")
     device, dtype = next(unet.parameters()).device, next(unet.parameters()).dtype
     x = batch.noisy_latents.to(device, dtype).repeat(2, 1, 1, 1, 1)
     context = torch.cat([batch.context, batch.uncond_context]).to(device, dtype)
     t = batch.timesteps.to(device).repeat(2)
     fps = batch.fps.to(device).repeat(2)
     cond, uncond = unet(x, t, context, fps=fps).float().chunk(2)
+    if target == "caption":
+        return cond - uncond
     return uncond + guidance_scale * (cond - uncond)
+
+
+def guided_prediction(unet: UNet3D, batch: CalibrationBatch, guidance_scale: float) -> Tensor:
+    """ε(∅) + s·(ε(c) − ε(∅)) in float32."""
+    return measured_prediction(unet, batch, guidance_scale, "guided")
 
 
 def relative_change(output: Tensor, reference: Tensor) -> float:
@@ -224,18 +239,19 @@ class BlockScore:
 
 @torch.no_grad()
 def score_blocks(
-    teacher: UNet3D, batch: CalibrationBatch, costs: CostBreakdown, *, guidance_scale: float = 12.0
+    teacher: UNet3D, batch: CalibrationBatch, costs: CostBreakdown, *, guidance_scale: float = 12.0, target: ScoreTarget = "guided"
 ) -> list[BlockScore]:
-    """Skip each unit alone and measure the change; most important first (unskippable units last)."""
+    """Skip each unit alone and measure the change of `target` (module doc); most important first
+    (unskippable units last)."""
     _require_unguided(teacher.config)
     teacher.eval()
-    reference = guided_prediction(teacher, batch, guidance_scale)
+    reference = measured_prediction(teacher, batch, guidance_scale, target)
     scores = []
     for block in describe_blocks(teacher.config):
         score = None
         if block.skippable:
             with skipped(teacher, [block.name]):
-                score = relative_change(guided_prediction(teacher, batch, guidance_scale), reference)
+                score = relative_change(measured_prediction(teacher, batch, guidance_scale, target), reference)
         scores.append(BlockScore(block, costs.blocks[block.name], score))
     return sorted(scores, key=lambda s: (s.score is None, -(s.score or 0.0)))
 
@@ -375,14 +391,16 @@ def _projection_cost(teacher: UNetConfig, time_cond_proj_dim: int | None) -> Cos
 
 
 @torch.no_grad()
-def measure_layout(teacher: UNet3D, layout: PruneLayout, batch: CalibrationBatch, *, guidance_scale: float = 12.0) -> float:
-    """Relative change of the guided prediction of the student that `layout` builds from `teacher`
+def measure_layout(
+    teacher: UNet3D, layout: PruneLayout, batch: CalibrationBatch, *, guidance_scale: float = 12.0, target: ScoreTarget = "guided"
+) -> float:
+    """Relative change of `target` (module doc) in the student that `layout` builds from `teacher`
     (weights copied, no training; a fresh guidance projection is left out, it is untrained anyway)."""
     _require_unguided(teacher.config)
     teacher.eval()
-    reference = guided_prediction(teacher, batch, guidance_scale)
+    reference = measured_prediction(teacher, batch, guidance_scale, target)
     student = prune_unet(teacher.state_dict(), teacher.config, layout.replace(time_cond_proj_dim=None), share_storage=True)
-    return relative_change(guided_prediction(student.unet, batch, guidance_scale), reference)
+    return relative_change(measured_prediction(student.unet, batch, guidance_scale, target), reference)
 
 
 def _require_unguided(config: UNetConfig) -> None:

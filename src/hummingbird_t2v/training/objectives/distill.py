@@ -25,6 +25,12 @@ The teacher is deliberately *not* a registered sub-module: it never appears in `
   level (encoder and decoder) and of the middle block, where both have one. Level outputs have the same
   shape in any pruned layout, so no block map is needed. Teacher features come from its conditional pass.
 * `data_loss_weight`: the plain diffusion loss mean((ε_S − ε)²) against the true noise.
+* `caption_swap_probability`: the share of clips distilled under another clip's caption (teacher and
+  student both see the swapped caption, so the target is still exactly what the teacher predicts). Why:
+  noised real clips always agree with their captions, so the student only ever learns the guided
+  prediction on states that already show what the caption asks for, while classifier-free guidance does
+  its work on sampling states that do not yet (or show something else). A swapped caption is such a
+  state. The target needs no clean data that matches the caption, which makes this free in stage 1.
 * `rewards`: reward terms (the entries stage 2 takes, training.objectives.reward_terms) on the student's
   one-step clean prediction x̂₀ = (z_t − √(1−ᾱ_t)·ε_S)/√ᾱ_t of the same pass (divided by s(t) under the
   latent rescale, so the frozen VAE decodes what a sampler's x̂₀ would be), for the clips whose t lies in
@@ -103,6 +109,8 @@ class Stage1Settings:
     teacher_dropout: bool = False
     feature_loss_weight: float = 0.0
     data_loss_weight: float = 0.0
+    # The share of clips distilled under another clip's caption (module doc).
+    caption_swap_probability: float = 0.0
     # Reward terms on the student's x̂₀ (the entries of stage 2's `objective.rewards`), and the timesteps
     # [low, high] whose clips they score (None: every clip of the batch).
     rewards: tuple[RewardSpec, ...] = ()
@@ -122,6 +130,8 @@ class Stage1Settings:
         for name in ("feature_loss_weight", "data_loss_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"objective.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.caption_swap_probability <= 1.0:
+            raise ConfigError(f"objective.caption_swap_probability must lie in [0, 1], got {self.caption_swap_probability}")
         if self.reward_timestep_range is not None:
             if len(self.reward_timestep_range) != 2:
                 raise ConfigError(f"objective.reward_timestep_range is [low, high] or null, got {self.reward_timestep_range}")
@@ -242,6 +252,7 @@ class Stage1DistillObjective(Objective):
         device = z0.device
         t = torch.randint(0, self.settings.num_train_timesteps, (z0.shape[0],), generator=generator, device=device)
         noise = torch.randn(z0.shape, generator=generator, device=device)
+        batch = self._swap_captions(batch, generator)
         terms = self.compute(batch, t, noise, generator)
         logs: dict[str, float | Tensor] = {"loss_distill": terms.distill_loss.detach()}
         if terms.feature_loss is not None:
@@ -250,6 +261,21 @@ class Stage1DistillObjective(Objective):
             logs["loss_data"] = terms.data_loss.detach()
         logs.update(terms.reward_logs)
         return ObjectiveOutput(loss=terms.loss, logs=logs)
+
+    def _swap_captions(self, batch: TrainBatch, generator: torch.Generator | None) -> TrainBatch:
+        """Each clip, with probability `caption_swap_probability`, takes the caption of another clip of the
+        batch (drawn uniformly among the others). Draws nothing when the probability is 0, so runs without
+        the option see exactly the random stream they always did."""
+        count = batch.context.shape[0]
+        if self.settings.caption_swap_probability == 0.0 or count < 2:
+            return batch
+        device = batch.context.device
+        swap = torch.rand(count, generator=generator, device=device) < self.settings.caption_swap_probability
+        offsets = torch.randint(1, count, (count,), generator=generator, device=device)
+        own = torch.arange(count, device=device)
+        source = torch.where(swap, (own + offsets) % count, own)
+        captions = [batch.captions[i] for i in source.tolist()] if batch.captions else batch.captions
+        return dataclasses.replace(batch, context=batch.context[source], captions=captions)
 
     def compute(self, batch: TrainBatch, t: Tensor, noise: Tensor, generator: torch.Generator | None = None) -> Stage1Terms:
         """The loss for given timesteps `t` (b,) and noise (shaped like the latents); `generator` draws
