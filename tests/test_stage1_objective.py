@@ -14,7 +14,7 @@ from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.models.unet import UNet3D
 from hummingbird_t2v.models.unet_config import UNetConfig, get_unet_preset
 from hummingbird_t2v.pipelines.config import TEACHER_DEFAULTS
-from hummingbird_t2v.training.objective import TrainBatch
+from hummingbird_t2v.training.objective import TrainBatch, swap_captions
 from hummingbird_t2v.training.objectives import parse_objective_settings
 from hummingbird_t2v.training.objectives.distill import (
     Stage1DistillObjective,
@@ -128,7 +128,7 @@ def test_same_generator_same_loss_and_the_teacher_follows_the_student_device():
 def test_swapped_captions_come_from_other_clips_and_the_target_follows_them():
     objective = _pair(caption_swap_probability=1.0).eval()
     batch = replace(_batch(samples=4), captions=["a", "b", "c", "d"])
-    swapped = objective._swap_captions(batch, torch.Generator().manual_seed(0))
+    swapped = swap_captions(batch, 1.0, torch.Generator().manual_seed(0))
     # Every clip takes another clip's caption (embedding and text together); the clips stay.
     sources = [batch.captions.index(c) for c in swapped.captions]
     assert all(source != own for own, source in enumerate(sources))
@@ -139,12 +139,11 @@ def test_swapped_captions_come_from_other_clips_and_the_target_follows_them():
     replay = torch.Generator().manual_seed(3)
     t = torch.randint(0, 1000, (4,), generator=replay)
     noise = torch.randn(batch.latents.shape, generator=replay)
-    expected = objective.compute(objective._swap_captions(batch, replay), t, noise).loss
+    expected = objective.compute(swap_captions(batch, 1.0, replay), t, noise).loss
     assert torch.equal(loss, expected)
     assert not torch.equal(loss, objective.compute(batch, t, noise).loss)
     # Off (the default) draws nothing more, so earlier runs replay exactly.
-    plain = _pair().eval()
-    assert plain._swap_captions(batch, generator) is batch
+    assert swap_captions(batch, 0.0, generator) is batch
     with pytest.raises(ConfigError, match=r"caption_swap_probability must lie in \[0, 1\]"):
         Stage1Settings(caption_swap_probability=1.5)
 

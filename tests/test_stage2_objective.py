@@ -16,7 +16,7 @@ from hummingbird_t2v.models.unet_config import get_unet_preset
 from hummingbird_t2v.models.vae import VAEConfig, VideoVAE
 from hummingbird_t2v.pipelines.config import STUDENT_DEFAULTS
 from hummingbird_t2v.training.lora import add_lora, has_lora, trainable_lora_parameters
-from hummingbird_t2v.training.objective import TrainBatch
+from hummingbird_t2v.training.objective import TrainBatch, swap_captions
 from hummingbird_t2v.training.objectives.consistency import (
     ConsistencyDistillationConfig,
     ConsistencyDistillationObjective,
@@ -181,6 +181,23 @@ def test_forward_draws_from_the_generator(small_unets):
         explicit = objective.distillation_terms(batch, draws)
     assert torch.equal(output.loss, explicit.loss)  # forward = draw from the generator, then the loss
     assert torch.isfinite(output.loss) and set(output.logs) == {"loss_cd"}
+
+
+def test_swapped_captions_keep_the_draws_and_change_the_target(small_unets):
+    c = ConsistencyDistillationConfig(caption_swap_probability=1.0)
+    objective = _objective(small_unets, config=c).eval()
+    batch = _small_batch(batch=2)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        output = objective(batch, generator)
+        replay = torch.Generator().manual_seed(0)
+        draws = objective.draw(batch.latents, replay)
+        swapped = swap_captions(batch, 1.0, replay)
+        assert swapped.captions == ["caption 1", "caption 0"]
+        assert torch.equal(output.loss, objective.distillation_terms(swapped, draws).loss)
+        assert not torch.equal(output.loss, objective.distillation_terms(batch, draws).loss)
+    with pytest.raises(ConfigError, match=r"caption_swap_probability must lie in \[0, 1\]"):
+        ConsistencyDistillationConfig(caption_swap_probability=-0.1)
 
 
 def test_teacher_stays_frozen_and_in_eval_mode(small_unets):

@@ -16,6 +16,7 @@ Optional hooks, all with do-nothing defaults:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +33,24 @@ class TrainBatch:
     uncond_context: torch.Tensor  # (b, L, d) embedding of the empty prompt (CFG / prompt dropout)
     fps: torch.Tensor  # (b,) int64 fps condition
     captions: list[str] = field(default_factory=list)
+
+
+def swap_captions(batch: TrainBatch, probability: float, generator: torch.Generator | None = None) -> TrainBatch:
+    """The batch with each clip, with `probability`, under the caption (embedding and text) of another clip
+    of the batch, drawn uniformly among the others; the clips themselves stay. Distillation objectives use
+    it so that the student also learns the teacher's guided prediction on states that do not yet show what
+    the caption asks for (docs/pruning.md). Draws nothing when `probability` is 0 (or the batch has one
+    clip), so runs without it see exactly the random stream they always did."""
+    count = batch.context.shape[0]
+    if probability == 0.0 or count < 2:
+        return batch
+    device = batch.context.device
+    swap = torch.rand(count, generator=generator, device=device) < probability
+    offsets = torch.randint(1, count, (count,), generator=generator, device=device)
+    own = torch.arange(count, device=device)
+    source = torch.where(swap, (own + offsets) % count, own)
+    captions = [batch.captions[i] for i in source.tolist()] if batch.captions else batch.captions
+    return dataclasses.replace(batch, context=batch.context[source], captions=captions)
 
 
 @dataclass

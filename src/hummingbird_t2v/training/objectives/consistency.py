@@ -77,7 +77,12 @@ from hummingbird_t2v.training.lora import (
     has_lora,
     merge_lora,
 )
-from hummingbird_t2v.training.objective import Objective, ObjectiveOutput, TrainBatch
+from hummingbird_t2v.training.objective import (
+    Objective,
+    ObjectiveOutput,
+    TrainBatch,
+    swap_captions,
+)
 from hummingbird_t2v.training.objectives import ObjectiveSpec, register_objective
 from hummingbird_t2v.training.objectives.reward_terms import (
     RewardFeedback,
@@ -130,6 +135,9 @@ class ConsistencyDistillationConfig:
     target: Literal["online", "ema"] = "online"
     target_ema_decay: float = 0.95  # only for target="ema"
     teacher_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    # The share of clips distilled (and rewarded) under another clip's caption, as in stage 1
+    # (training.objective.swap_captions); 0 as released.
+    caption_swap_probability: float = 0.0
     # The official solver's ᾱ_prev table is float64, so z_te and the target are float64 until the
     # loss. False keeps them float32 (for devices without float64, e.g. Apple MPS).
     float64_solver: bool = True
@@ -146,6 +154,8 @@ class ConsistencyDistillationConfig:
             raise ConfigError(f"target must be 'online' or 'ema', got {self.target!r}")
         if not 0.0 <= self.target_ema_decay < 1.0:
             raise ConfigError(f"target_ema_decay must lie in [0, 1), got {self.target_ema_decay}")
+        if not 0.0 <= self.caption_swap_probability <= 1.0:
+            raise ConfigError(f"caption_swap_probability must lie in [0, 1], got {self.caption_swap_probability}")
         if self.teacher_dtype not in _TEACHER_DTYPES:
             raise ConfigError(f"teacher_dtype must be one of {sorted(_TEACHER_DTYPES)}, got {self.teacher_dtype!r}")
 
@@ -357,7 +367,9 @@ class ConsistencyDistillationObjective(Objective):
         return ConsistencyDraws(index=index, noise=noise.to(latents.dtype), w=w)
 
     def forward(self, batch: TrainBatch, generator: torch.Generator | None = None) -> ObjectiveOutput:
-        terms = self.distillation_terms(batch, self.draw(batch.latents, generator))
+        draws = self.draw(batch.latents, generator)
+        batch = swap_captions(batch, self.config.caption_swap_probability, generator)
+        terms = self.distillation_terms(batch, draws)
         logs: dict[str, float | Tensor] = {"loss_cd": terms.loss.detach()}
         loss = terms.loss
         if self.reward_feedback is not None:

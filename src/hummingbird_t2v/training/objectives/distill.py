@@ -68,7 +68,12 @@ from hummingbird_t2v.errors import ConfigError
 from hummingbird_t2v.models.unet import UNet3D
 from hummingbird_t2v.models.unet_config import UNetConfig
 from hummingbird_t2v.pipelines.config import PipelineConfig, SamplingDefaults
-from hummingbird_t2v.training.objective import Objective, ObjectiveOutput, TrainBatch
+from hummingbird_t2v.training.objective import (
+    Objective,
+    ObjectiveOutput,
+    TrainBatch,
+    swap_captions,
+)
 from hummingbird_t2v.training.objectives import ObjectiveSpec, register_objective
 from hummingbird_t2v.training.objectives.reward_terms import (
     RewardFeedback,
@@ -252,7 +257,7 @@ class Stage1DistillObjective(Objective):
         device = z0.device
         t = torch.randint(0, self.settings.num_train_timesteps, (z0.shape[0],), generator=generator, device=device)
         noise = torch.randn(z0.shape, generator=generator, device=device)
-        batch = self._swap_captions(batch, generator)
+        batch = swap_captions(batch, self.settings.caption_swap_probability, generator)
         terms = self.compute(batch, t, noise, generator)
         logs: dict[str, float | Tensor] = {"loss_distill": terms.distill_loss.detach()}
         if terms.feature_loss is not None:
@@ -261,21 +266,6 @@ class Stage1DistillObjective(Objective):
             logs["loss_data"] = terms.data_loss.detach()
         logs.update(terms.reward_logs)
         return ObjectiveOutput(loss=terms.loss, logs=logs)
-
-    def _swap_captions(self, batch: TrainBatch, generator: torch.Generator | None) -> TrainBatch:
-        """Each clip, with probability `caption_swap_probability`, takes the caption of another clip of the
-        batch (drawn uniformly among the others). Draws nothing when the probability is 0, so runs without
-        the option see exactly the random stream they always did."""
-        count = batch.context.shape[0]
-        if self.settings.caption_swap_probability == 0.0 or count < 2:
-            return batch
-        device = batch.context.device
-        swap = torch.rand(count, generator=generator, device=device) < self.settings.caption_swap_probability
-        offsets = torch.randint(1, count, (count,), generator=generator, device=device)
-        own = torch.arange(count, device=device)
-        source = torch.where(swap, (own + offsets) % count, own)
-        captions = [batch.captions[i] for i in source.tolist()] if batch.captions else batch.captions
-        return dataclasses.replace(batch, context=batch.context[source], captions=captions)
 
     def compute(self, batch: TrainBatch, t: Tensor, noise: Tensor, generator: torch.Generator | None = None) -> Stage1Terms:
         """The loss for given timesteps `t` (b,) and noise (shaped like the latents); `generator` draws
