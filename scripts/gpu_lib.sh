@@ -2,7 +2,7 @@
 #   out     the folder whose files come back (logs.tar.gz, weights.tar.part-*)
 #   run     the folder the trainings write to
 #   seconds each training's time limit
-#   builtin the built-in model folder (its VAE and text encoder complete a bare student)
+#   builtin the built-in model folder (its VAE, text encoder and caption prior complete a bare student)
 # It sets `logs` and `log` and defines pack_logs, complete_student, train, pack_weights and evaluate. A training cut
 # before its last step is exported from its newest checkpoint and says so in its log; the logs
 # tarball is refreshed after every step so that a call cut short still returns what was done.
@@ -12,12 +12,14 @@ logs=$(cd "$run/logs" && pwd)
 log=$logs/side_by_side.log
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; python3 -c "import torch; print('torch', torch.__version__)"; } >> "$log" 2>&1
 
-pack_logs() { tar -czf "$out/logs.tar.gz.tmp" -C "$logs" . && mv "$out/logs.tar.gz.tmp" "$out/logs.tar.gz"; }
+# A temporary name of its own per process: evaluations running side by side pack at once.
+pack_logs() { tar -czf "$out/.logs.$BASHPID.tmp" -C "$logs" . && mv "$out/.logs.$BASHPID.tmp" "$out/logs.tar.gz"; }
 
-# complete_student DIR: give a bare stage-1 student (unet/ + model_index.json) the built-in model's VAE and text encoder.
+# complete_student DIR: give a bare stage-1 student (unet/ + model_index.json) the built-in model's VAE, text
+# encoder and caption prior (students distilled from it carry them unchanged).
 complete_student() {
   local part
-  for part in vae text_encoder; do
+  for part in vae text_encoder prior; do
     [ -d "$1/$part" ] || cp -r "$builtin/$part" "$1/$part"
   done
 }
