@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issues 4 and 5 with swapped captions (objective.caption_swap_probability=0.5, docs/training.md), on
+# Issues 4 and 5 with swapped captions (objective.caption_swap_probability=0.5, docs/pruning.md), on
 # one GPU, every training side by side (each is too small to keep a GPU busy alone), then every
 # evaluation at EVAL_N prompts against the 50-step teacher with CFG 3 on the same prompts and noise:
 #   stage 1 (issue 4), from the built-in model, 900 steps of 8 clips, lr 2e-4, feature term 0.1:

@@ -360,6 +360,39 @@ def test_reward_gradients_reach_the_lora_weights_through_the_vae(small_unets):
         objective.reward_feedback(output.loss.new_zeros((1, 4, 4, 8, 8)), [], None)
 
 
+def test_reward_timestep_range_rewards_only_the_clips_in_range(small_unets):
+    teacher, student = small_unets
+    vae = VideoVAE(VAEConfig.preset("tiny"))
+    reward = BrightnessReward("image_text")
+    config = ConsistencyDistillationConfig(reward_timestep_range=(500, 999))
+    objective = ConsistencyDistillationObjective(
+        copy.deepcopy(student), teacher, config=config, rewards=[RewardTerm(reward, 1.0)], vae=vae
+    ).eval()
+    batch = _small_batch(batch=3)
+    fixed = objective.draw(batch.latents, torch.Generator().manual_seed(0))
+    # Solver indices 40 and 10 start at t_s = 819 and 219: only clips 0 and 2 are in range.
+    objective.draw = lambda latents, generator=None: ConsistencyDraws(torch.tensor([40, 10, 45]), fixed.noise, fixed.w)
+    with torch.no_grad():
+        output = objective(batch, torch.Generator().manual_seed(0))
+    frames, prompts = reward.calls[-1]
+    assert prompts == ["caption 0", "caption 2"] and frames.shape[0] == 2
+    torch.testing.assert_close(output.loss, output.logs["loss_cd"] - frames.mean())
+
+    # No clip in range: the step has the consistency loss alone, and no reward log.
+    objective.draw = lambda latents, generator=None: ConsistencyDraws(torch.tensor([3, 10, 20]), fixed.noise, fixed.w)
+    with torch.no_grad():
+        output = objective(batch, torch.Generator().manual_seed(0))
+    assert set(output.logs) == {"loss_cd"} and torch.equal(output.loss, output.logs["loss_cd"])
+    assert len(reward.calls) == 1
+
+    with pytest.raises(ConfigError, match="low <= high"):
+        ConsistencyDistillationConfig(reward_timestep_range=(900, 100))
+    with pytest.raises(ConfigError, match="widen the range"):
+        ConsistencyDistillationObjective(
+            copy.deepcopy(student), teacher, config=ConsistencyDistillationConfig(reward_timestep_range=(1, 5))
+        )
+
+
 def test_export_merges_lora_into_a_copy(small_unets):
     pytest.importorskip("peft")
     objective = _objective(small_unets)

@@ -14,7 +14,8 @@ reference/golden/stage2_step_tiny.safetensors), per sample:
    weights (``target="ema"``) at (z_te, t_e): c_skip(t_e)·z_te + c_out(t_e)·x̂₀(ε⁻);
 6. pseudo-Huber loss mean(√((f_θ − target)² + c²) − c), c = 0.001;
 7. reward terms (§2.3): f_θ of a few frames is decoded by the frozen VAE *with* gradients, mapped
-   to [0, 1] and scored; each term adds −weight·mean(score).
+   to [0, 1] and scored; each term adds −weight·mean(score). Every sample as released, or only those
+   whose t_s lies in ``reward_timestep_range``.
 
 Choices that differ from the released code, each a switch:
 * ``uncond_fps_quirk`` (default False): the official unconditional teacher pass gets no fps and so
@@ -138,6 +139,10 @@ class ConsistencyDistillationConfig:
     # The share of clips distilled (and rewarded) under another clip's caption, as in stage 1
     # (training.objective.swap_captions); 0 as released.
     caption_swap_probability: float = 0.0
+    # Reward only the clips whose solver start timestep (where f_θ is taken) lies in [low, high]; None
+    # rewards every clip, as released. Why: at large t the one-step prediction is a blur in which a
+    # reward model may not read what it scores (stage 1's objective.reward_timestep_range likewise).
+    reward_timestep_range: tuple[int, int] | None = None
     # The official solver's ᾱ_prev table is float64, so z_te and the target are float64 until the
     # loss. False keeps them float32 (for devices without float64, e.g. Apple MPS).
     float64_solver: bool = True
@@ -156,6 +161,12 @@ class ConsistencyDistillationConfig:
             raise ConfigError(f"target_ema_decay must lie in [0, 1), got {self.target_ema_decay}")
         if not 0.0 <= self.caption_swap_probability <= 1.0:
             raise ConfigError(f"caption_swap_probability must lie in [0, 1], got {self.caption_swap_probability}")
+        if self.reward_timestep_range is not None and (
+            len(self.reward_timestep_range) != 2 or not 0 <= self.reward_timestep_range[0] <= self.reward_timestep_range[1]
+        ):
+            raise ConfigError(
+                f"reward_timestep_range is [low, high] with 0 <= low <= high, or null; got {self.reward_timestep_range}"
+            )
         if self.teacher_dtype not in _TEACHER_DTYPES:
             raise ConfigError(f"teacher_dtype must be one of {sorted(_TEACHER_DTYPES)}, got {self.teacher_dtype!r}")
 
@@ -295,6 +306,14 @@ class ConsistencyDistillationObjective(Objective):
                 f"skip={c.skip} must equal the solver grid spacing {spacing} ({num_train_timesteps} // "
                 f"{c.num_ddim_timesteps}): the DDIM step lands on the previous grid point"
             )
+        if c.reward_timestep_range is not None:
+            low, high = c.reward_timestep_range
+            if not ((solver_timesteps >= low) & (solver_timesteps <= high)).any():
+                raise ConfigError(
+                    f"no point of the {c.num_ddim_timesteps}-point solver grid ({int(solver_timesteps.min())} to "
+                    f"{int(solver_timesteps.max())}) lies in reward_timestep_range {list(c.reward_timestep_range)}; "
+                    "widen the range"
+                )
         alphas_prev = solver_alphas_cumprod_prev(alphas_cumprod, solver_timesteps)
         # Non-persistent: derived from the settings, so nothing of this goes into checkpoints.
         self.register_buffer("alphas_cumprod", alphas_cumprod.float(), persistent=False)
@@ -373,10 +392,26 @@ class ConsistencyDistillationObjective(Objective):
         logs: dict[str, float | Tensor] = {"loss_cd": terms.loss.detach()}
         loss = terms.loss
         if self.reward_feedback is not None:
-            reward_loss, reward_logs = self.reward_feedback(terms.f_theta, batch.captions, generator)
-            loss = loss + reward_loss
-            logs.update(reward_logs)
+            reward_loss, reward_logs = self._reward_loss(terms, batch.captions, generator)
+            if reward_loss is not None:
+                loss = loss + reward_loss
+                logs.update(reward_logs)
         return ObjectiveOutput(loss=loss, logs=logs)
+
+    def _reward_loss(
+        self, terms: ConsistencyTerms, captions: Sequence[str], generator: torch.Generator | None
+    ) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """The reward terms on f_θ of the clips whose start timestep is in range (None if there is none)."""
+        if self.config.reward_timestep_range is None:
+            return self.reward_feedback(terms.f_theta, captions, generator)
+        t = terms.start_timesteps
+        if len(captions) != t.numel():
+            raise ConfigError(f"reward terms need the batch's captions, got {len(captions)} for {t.numel()} clips")
+        low, high = self.config.reward_timestep_range
+        chosen = ((t >= low) & (t <= high)).nonzero().flatten()
+        if chosen.numel() == 0:
+            return None, {}
+        return self.reward_feedback(terms.f_theta[chosen], [captions[i] for i in chosen.tolist()], generator)
 
     def _target_model(self, *args: Any, **kwargs: Any) -> Tensor:
         if self.target_ema is None:
