@@ -11,6 +11,8 @@
 #     cd-color        the same with the toy colour reward (weight 1, log-prob)
 #     cd-full         full fine-tuning, lr 5e-5, no reward
 #     cd-full-color   full fine-tuning with the colour reward
+#   (the reward arms keep the swapped captions, like every arm here; run 14 of docs/toy-recipe-results.md
+#   found a reward on swapped clips at low t pulling against the target, so read them with that in mind)
 #   each read at 4 steps (and at step 200) and 8 steps, and paired with the teacher
 #   (`toyworld compare`, exact McNemar).
 #
