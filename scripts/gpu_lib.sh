@@ -37,12 +37,15 @@ train() {
 }
 
 # pack_weights NAME...: the trained U-Nets and carried priors (the VAE and text encoder are the built-in model's), split
-# under 15 MiB (the device tool returns at most 8 files): cat OUT/weights.tar.part-* | tar -x.
+# under 15 MiB (the device tool returns at most 8 files): cat OUT/weights.tar.part-* | tar -x. NAME is a run
+# ($run/NAME/model is packed) or a model folder under $run (e.g. NAME/model-200).
 pack_weights() {
-  local weights=() name
+  local weights=() name folder
   for name in "$@"; do
-    [ -f "$run/$name/model/unet/model.safetensors" ] && weights+=("$name/model/unet" "$name/model/model_index.json")
-    [ -d "$run/$name/model/prior" ] && weights+=("$name/model/prior")  # listed in model_index.json: the folder must come too
+    folder=$name/model
+    [ -d "$run/$folder" ] || folder=$name
+    [ -f "$run/$folder/unet/model.safetensors" ] && weights+=("$folder/unet" "$folder/model_index.json")
+    [ -d "$run/$folder/prior" ] && weights+=("$folder/prior")  # listed in model_index.json: the folder must come too
   done
   [ ${#weights[@]} -gt 0 ] && (cd "$run" && tar -cf - "${weights[@]}") | split -b 15m - "$out/weights.tar.part-"
   pack_logs

@@ -131,13 +131,8 @@ print(" ".join(name[:-2].replace("-200", "/model-200") for name in ranked[:3]))
 EOF
 )
 echo "weights back: $best" >> "$log"
-folders=()
-for name in $best; do
-  case $name in */model-200) folders+=("$name");; *) folders+=("$name/model");; esac
-done
-weights=()
-for folder in "${folders[@]}"; do weights+=("$folder/unet" "$folder/prior" "$folder/model_index.json"); done
-[ ${#weights[@]} -gt 0 ] && (cd "$run" && tar -cf - "${weights[@]}") | split -b 15m - "$out/weights.tar.part-"
+# shellcheck disable=SC2086  # one word per student
+pack_weights $best
 
 echo "all done at ${SECONDS}s" | tee -a "$log"
 pack_logs
