@@ -94,6 +94,7 @@ def _bad_inputs(tiny_folder: Path, tmp_path: Path) -> list[tuple[list[str], str]
         (["generate", "", *weights], "empty"),
         (["generate", "a", *weights, "--height", "100", "--width", "128", "--frames", "2"], "multiple of 64"),
         (["generate", "a", *weights, "--frames", "0"], "--frames must be at least 1"),
+        (["generate", "a", *weights, "--gamma", "2"], "--gamma must lie in [0, 1]"),
         (["generate", "a", "--weights", str(tiny_folder / "nope.pt")], "no such file"),
         (["generate", "a", "--weights", str(corrupt)], "corrupt.ckpt"),
         (["generate", "a", *weights, "--model", "hb-9b"], "hb-9b"),

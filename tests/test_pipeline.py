@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,29 @@ def test_guidance_scale_changes_the_student_output(student):
     low = student("a", **SMALL, guidance_scale=3.0, generator=_generator(), output_type="latent", progress=False).frames
     high = student("a", **SMALL, guidance_scale=12.0, generator=_generator(), output_type="latent", progress=False).frames
     assert not torch.allclose(low, high)
+
+
+def test_gamma_comes_from_the_model_config_unless_the_call_sets_it(student, teacher, tmp_path):
+    kwargs = dict(**SMALL, output_type="latent", progress=False)
+    lcm = student("a", generator=_generator(), **kwargs).frames
+    assert torch.equal(lcm, student("a", gamma=1.0, generator=_generator(), **kwargs).frames)
+    deterministic = student("a", gamma=0.0, generator=_generator(), **kwargs).frames
+    assert not torch.allclose(lcm, deterministic)
+    # Gamma 0 draws no noise after the start, so a fixed start gives the same video whatever the generator.
+    start = torch.randn(lcm.shape, generator=_generator(7))
+    assert torch.equal(
+        student("a", gamma=0.0, latents=start, generator=_generator(1), **kwargs).frames,
+        student("a", gamma=0.0, latents=start, generator=_generator(2), **kwargs).frames,
+    )
+    folder = student.save_pretrained(tmp_path / "gamma0")
+    reloaded = HummingbirdPipeline.from_pretrained(folder)
+    reloaded.config = dataclasses.replace(reloaded.config, consistency_gamma=0.0)
+    reloaded.save_pretrained(tmp_path / "saved-gamma0")
+    saved = HummingbirdPipeline.from_pretrained(tmp_path / "saved-gamma0")
+    assert saved.config.consistency_gamma == 0.0
+    torch.testing.assert_close(saved("a", generator=_generator(), **kwargs).frames, deterministic, atol=0, rtol=0)
+    with pytest.raises(ConfigError, match="samples with DDIM"):
+        teacher("a", gamma=0.5, **kwargs)
 
 
 def test_save_and_reload_gives_identical_videos(student, tmp_path):

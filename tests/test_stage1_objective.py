@@ -236,6 +236,22 @@ def test_rewards_score_the_students_clean_prediction_of_the_clips_in_range():
     torch.testing.assert_close(no_clip_in_range.loss, no_clip_in_range.distill_loss)
 
 
+def test_reward_swapped_clips_false_skips_the_clips_under_another_caption():
+    teacher = _perturbed(MICRO, 0)
+    student = _perturbed(MICRO.replace(num_res_blocks=1), 1)
+    for reward_swapped, expected in ((True, ["b", "a", "c"]), (False, ["c"])):
+        reward = MeanFrameReward()
+        settings = Stage1Settings(reward_swapped_clips=reward_swapped)
+        objective = Stage1DistillObjective(student, teacher, settings, rewards=[RewardTerm(reward, 1.0)], vae=FirstChannelDecoder())
+        # Clips 0 and 1 carry each other's caption.
+        batch = replace(_batch(samples=3), captions=["b", "a", "c"], swapped=torch.tensor([True, True, False]))
+        objective.compute(batch, torch.tensor([900, 300, 650]), torch.randn(3, 4, 2, 8, 8))
+        assert reward.calls[0][1] == expected
+        none_own = replace(batch, swapped=torch.tensor([True, True, True]))
+        terms = objective.compute(none_own, torch.tensor([900, 300, 650]), torch.randn(3, 4, 2, 8, 8))
+        assert (terms.reward_loss is None) == (not reward_swapped)
+
+
 def test_reward_settings_and_wiring_errors():
     for bad in ((900, 800), (0, 1000), (5,)):
         with pytest.raises(ConfigError, match="reward_timestep_range"):

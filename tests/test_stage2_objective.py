@@ -393,6 +393,34 @@ def test_reward_timestep_range_rewards_only_the_clips_in_range(small_unets):
         )
 
 
+def test_reward_swapped_clips_false_rewards_only_the_clips_with_their_own_caption(small_unets):
+    teacher, student = small_unets
+    vae = VideoVAE(VAEConfig.preset("tiny"))
+    reward = BrightnessReward("image_text")
+    config = ConsistencyDistillationConfig(caption_swap_probability=0.5, reward_swapped_clips=False)
+    objective = ConsistencyDistillationObjective(
+        copy.deepcopy(student), teacher, config=config, rewards=[RewardTerm(reward, 1.0)], vae=vae
+    ).eval()
+    batch = _small_batch(batch=4)
+    seen_swaps = set()
+    for seed in range(6):
+        generator = torch.Generator().manual_seed(seed)
+        objective.draw(batch.latents, generator)  # forward draws these first, then the swaps
+        swapped = swap_captions(batch, 0.5, generator)
+        own = [i for i in range(4) if not swapped.swapped[i]]
+        seen_swaps.add(len(own))
+        reward.calls.clear()
+        with torch.no_grad():
+            output = objective(batch, torch.Generator().manual_seed(seed))
+        if not own:
+            assert set(output.logs) == {"loss_cd"} and not reward.calls
+            continue
+        frames, prompts = reward.calls[-1]
+        assert prompts == [f"caption {i}" for i in own] and frames.shape[0] == len(own)
+        torch.testing.assert_close(output.loss, output.logs["loss_cd"] - frames.mean())
+    assert len(seen_swaps) > 1  # the seeds covered batches with different numbers of swapped clips
+
+
 def test_export_merges_lora_into_a_copy(small_unets):
     pytest.importorskip("peft")
     objective = _objective(small_unets)

@@ -12,7 +12,7 @@ import torch
 from hummingbird_t2v.errors import CheckpointError, ConfigError
 from hummingbird_t2v.eval.flicker import mean_temporal_flickering, temporal_flickering
 from hummingbird_t2v.toyworld import ToyWorld, ToyWorldConfig
-from hummingbird_t2v.toyworld.builtin import model_toy_vocabulary
+from hummingbird_t2v.toyworld.builtin import builtin_model_folder, model_toy_vocabulary
 from hummingbird_t2v.toyworld.eval_cli import add_eval_parser
 from hummingbird_t2v.toyworld.evaluator import (
     EVAL_WORLD_SEED,
@@ -242,6 +242,8 @@ def test_eval_needs_a_model_or_real():
         (["eval", "--real", "--save-videos", "v.npz"], "--save-videos FILE.npz"),
         (["eval", "--videos", "missing.npz"], "no saved evaluation videos"),
         (["eval", "--videos", "v.npz", "--prior-strength", "0"], "--prior-strength set how --model samples"),
+        (["eval", "--videos", "v.npz", "--gamma", "0"], "--gamma set how --model samples"),
+        (["eval", "--model", str(builtin_model_folder()), "--n", "2", "--gamma", "0.5"], "samples with DDIM: drop --gamma"),
         (["eval", "--videos", "v.npz", "--steps", "4", "--guidance-scale", "2"], "--steps, --guidance-scale set how"),
     ):
         args = _parse(argv)

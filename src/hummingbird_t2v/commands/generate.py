@@ -39,6 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--negative-prompt", help="teacher only: replaces the empty unconditional prompt")
     parser.add_argument("--prior-strength", type=float, default=1.0,
                         help="models with a caption prior: how far the starting noise moves to the caption's mean clip (0: not at all; default 1)")
+    parser.add_argument("--gamma", type=float,
+                        help="students: share of each step's noise drawn fresh (1: LCM, the default; 0: deterministic)")
     parser.add_argument("--decode-chunk-size", type=int, default=8, help="frames decoded at once by the VAE (memory bound)")
     parser.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="file format when -o is a folder")
     parser.add_argument("-o", "--output", type=Path, default=Path("outputs"), help="output folder, or a .mp4/.gif file for one video")
@@ -122,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name} must be at least 1, got {value}")
+    if args.gamma is not None and not 0 <= args.gamma <= 1:
+        raise ConfigError(f"--gamma must lie in [0, 1] (1: LCM sampling, 0: deterministic), got {args.gamma}")
     if args.decode_chunk_size < 1:
         raise ConfigError(f"--decode-chunk-size must be at least 1, got {args.decode_chunk_size}")
     device = resolve_device(args.device)
@@ -150,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             negative_prompt=args.negative_prompt,
             generator=generator,
             prior_strength=args.prior_strength,
+            gamma=args.gamma,
             decode_chunk_size=args.decode_chunk_size,
             progress=not args.no_progress,
         )

@@ -109,6 +109,7 @@ def sample_consistency(
     origin_steps: int = DEFAULT_ORIGIN_STEPS,
     generator: torch.Generator | None = None,
     callback: Callable[[ConsistencyStep], None] | None = None,
+    gamma: float = 1.0,
 ) -> Tensor:
     """Multistep consistency sampling from pure noise ``x_T``; returns the last step's ``denoised``.
 
@@ -117,7 +118,14 @@ def sample_consistency(
     fresh draw n. n is drawn on the last step too (its result is discarded) so the RNG stream
     matches the official sampler. ``alphas_cumprod`` defaults to the float32 scaled-linear
     table. Runs under ``torch.no_grad``; see ``numerics.py`` for dtypes and noise.
+
+    ``gamma`` < 1 keeps part of the path (the stochastic ratio of trajectory consistency
+    distillation): the step goes deterministically (DDIM, with the ε that ``denoised`` implies)
+    to s = ⌊(1−γ)·t′⌋ and is noised from s to t′ with the fresh draw. γ = 1 is the LCM step
+    above, exactly; γ = 0 is a deterministic DDIM step.
     """
+    if not 0.0 <= gamma <= 1.0:
+        raise ConfigError(f"gamma must lie in [0, 1] (1: LCM sampling, 0: deterministic), got {gamma}")
     state_dtype = x_T.dtype
     work_dtype = update_dtype(state_dtype)
     device = x_T.device
@@ -144,7 +152,13 @@ def sample_consistency(
         denoised = c_outs[i] * pred_x0 + c_skips[i] * x_work
         noise = draw_noise(x.shape, generator=generator, dtype=work_dtype, device=device)
         alpha_next = alphas[next_t_value]
-        prev_sample = torch.sqrt(alpha_next) * denoised + torch.sqrt(1.0 - alpha_next) * noise
+        if gamma == 1.0:
+            prev_sample = torch.sqrt(alpha_next) * denoised + torch.sqrt(1.0 - alpha_next) * noise
+        else:
+            alpha_t, alpha_kept = alphas[t_value], alphas[int((1.0 - gamma) * next_t_value)]
+            implied_eps = (x_work - torch.sqrt(alpha_t) * denoised) / torch.sqrt(1.0 - alpha_t)
+            kept = torch.sqrt(alpha_kept) * denoised + torch.sqrt(1.0 - alpha_kept) * implied_eps
+            prev_sample = torch.sqrt(alpha_next / alpha_kept) * kept + torch.sqrt(1.0 - alpha_next / alpha_kept) * noise
 
         if callback is not None:
             callback(

@@ -38,8 +38,10 @@ class PipelineConfig:
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
-    # Consistency sampler: the origin grid the student was distilled on.
+    # Consistency sampler: the origin grid the student was distilled on, and the share of each step's
+    # noise drawn fresh (1: LCM, as released; 0: deterministic; diffusion/consistency.py).
     origin_steps: int = 50
+    consistency_gamma: float = 1.0
     # DDIM teacher: eta and VideoCrafter2's latent-scale schedule (architecture.md (f)).
     ddim_eta: float = 1.0
     use_scale: bool = True

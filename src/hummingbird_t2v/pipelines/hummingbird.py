@@ -227,6 +227,7 @@ class HummingbirdPipeline:
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         prior_strength: float = 1.0,
+        gamma: float | None = None,
         output_type: OutputType = "np",
         decode_chunk_size: int = 8,
         progress: bool = True,
@@ -236,7 +237,9 @@ class HummingbirdPipeline:
         makes the result reproducible; `negative_prompt` replaces the empty unconditional prompt of the
         teacher's classifier-free guidance (students have no unconditional pass). `latents` is the
         starting noise; with a caption prior it is shifted by `prior_strength` times the prior's mean
-        at the first timestep (0 ignores the prior; 1 matches the training marginal's mean)."""
+        at the first timestep (0 ignores the prior; 1 matches the training marginal's mean). `gamma`
+        (consistency sampler only; default the model's `consistency_gamma`) is the share of each
+        step's noise drawn fresh: 1 samples as LCM does, 0 deterministically."""
         defaults = self.config.defaults
         num_frames = defaults.num_frames if num_frames is None else num_frames
         height = defaults.height if height is None else height
@@ -246,6 +249,8 @@ class HummingbirdPipeline:
         fps = defaults.fps if fps is None else fps
         if output_type not in ("np", "pt", "pil", "latent"):
             raise ConfigError(f"output_type must be one of np, pt, pil, latent; got {output_type!r}")
+        if gamma is not None and self.config.sampler != "consistency":
+            raise ConfigError("gamma sets the consistency sampler's noise; this model samples with DDIM (drop gamma)")
         prompts = _validate_prompts(prompt)
         self._check_sizes(num_frames, height, width, steps)
 
@@ -291,6 +296,7 @@ class HummingbirdPipeline:
                     origin_steps=self.config.origin_steps,
                     generator=generator,
                     callback=on_step,
+                    gamma=self.config.consistency_gamma if gamma is None else gamma,
                 )
             else:
                 negative = [""] * batch if negative_prompt is None else _negatives(negative_prompt, batch)

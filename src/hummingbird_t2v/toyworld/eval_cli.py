@@ -1,6 +1,6 @@
 """`hummingbird toyworld eval`: how well a model follows toy prompts, read back by the toy evaluator.
 
-    hummingbird toyworld eval --model MODEL_FOLDER --n 200 [--steps 4]
+    hummingbird toyworld eval --model MODEL_FOLDER --n 200 [--steps 4] [--gamma 0.5]
     hummingbird toyworld eval --real --n 200     # the evaluator on real clips alone
     hummingbird toyworld eval --model MODEL_FOLDER --n 200 --save-videos runs/videos.npz
     hummingbird toyworld eval --videos runs/videos.npz --evaluator OTHER_EVALUATOR   # no generation
@@ -15,6 +15,7 @@ clips of the same scenes (the ceiling) and the chance level, plus VBench tempora
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -40,7 +41,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.videos is not None and (args.model is not None or args.real or args.save_videos is not None):
         raise ConfigError("--videos scores videos saved earlier: drop --model, --real and --save-videos")
-    sampling = [flag for flag, value in (("--steps", args.steps), ("--guidance-scale", args.guidance_scale), ("--prior-strength", args.prior_strength)) if value is not None]
+    sampling = [flag for flag, value in (("--steps", args.steps), ("--guidance-scale", args.guidance_scale), ("--prior-strength", args.prior_strength), ("--gamma", args.gamma)) if value is not None]
     if args.videos is not None and sampling:
         raise ConfigError(f"{', '.join(sampling)} set how --model samples, and --videos scores videos sampled earlier: drop them")
     if args.model is None and not args.real and args.videos is None:
@@ -96,6 +97,12 @@ def _generate_and_score(args: argparse.Namespace, vocabulary: Any, evaluator: An
     )
 
     pipe = HummingbirdPipeline.from_pretrained(args.model, device=args.device)
+    if args.gamma is not None:
+        if pipe.config.sampler != "consistency":
+            raise ConfigError(f"--gamma sets the consistency sampler's noise; {args.model} samples with DDIM: drop --gamma")
+        if not 0 <= args.gamma <= 1:
+            raise ConfigError(f"--gamma must lie in [0, 1] (1: LCM sampling, 0: deterministic), got {args.gamma}")
+        pipe.config = dataclasses.replace(pipe.config, consistency_gamma=args.gamma)
     with tqdm(total=args.n, unit="video", desc="generating", disable=None, file=sys.stderr) as bar:
         result, saved = evaluate_pipeline_videos(
             pipe,
@@ -134,6 +141,8 @@ def add_eval_parser(commands: Any) -> None:
     parser.add_argument("--n", type=int, default=200, help="number of prompts / clips (default 200)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="guidance scale (default: the model's)")
+    parser.add_argument("--gamma", type=float, default=None,
+                        help="consistency students: share of each step's noise drawn fresh (default: the model's, 1 = LCM)")
     parser.add_argument("--prior-strength", type=float, default=None,
                         help="models with a caption prior: its weight in the starting noise (0 samples as without it; default 1)")
     parser.add_argument("--captions", choices=("canonical", "paraphrase"), default="canonical",

@@ -33,6 +33,8 @@ class TrainBatch:
     uncond_context: torch.Tensor  # (b, L, d) embedding of the empty prompt (CFG / prompt dropout)
     fps: torch.Tensor  # (b,) int64 fps condition
     captions: list[str] = field(default_factory=list)
+    # (b,) bool, set by swap_captions: True for the clips that carry another clip's caption.
+    swapped: torch.Tensor | None = None
 
 
 def swap_captions(batch: TrainBatch, probability: float, generator: torch.Generator | None = None) -> TrainBatch:
@@ -50,7 +52,7 @@ def swap_captions(batch: TrainBatch, probability: float, generator: torch.Genera
     own = torch.arange(count, device=device)
     source = torch.where(swap, (own + offsets) % count, own)
     captions = [batch.captions[i] for i in source.tolist()] if batch.captions else batch.captions
-    return dataclasses.replace(batch, context=batch.context[source], captions=captions)
+    return dataclasses.replace(batch, context=batch.context[source], captions=captions, swapped=source != own)
 
 
 @dataclass

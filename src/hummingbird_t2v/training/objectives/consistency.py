@@ -15,7 +15,8 @@ reference/golden/stage2_step_tiny.safetensors), per sample:
 6. pseudo-Huber loss mean(√((f_θ − target)² + c²) − c), c = 0.001;
 7. reward terms (§2.3): f_θ of a few frames is decoded by the frozen VAE *with* gradients, mapped
    to [0, 1] and scored; each term adds −weight·mean(score). Every sample as released, or only those
-   whose t_s lies in ``reward_timestep_range``.
+   whose t_s lies in ``reward_timestep_range`` (and, with ``reward_swapped_clips=False``, that kept
+   their own caption).
 
 Choices that differ from the released code, each a switch:
 * ``uncond_fps_quirk`` (default False): the official unconditional teacher pass gets no fps and so
@@ -143,6 +144,10 @@ class ConsistencyDistillationConfig:
     # rewards every clip, as released. Why: at large t the one-step prediction is a blur in which a
     # reward model may not read what it scores (stage 1's objective.reward_timestep_range likewise).
     reward_timestep_range: tuple[int, int] | None = None
+    # False: the reward terms skip the clips distilled under another clip's caption. Why: at low t
+    # their one-step prediction shows their own clip, so a reward for the borrowed caption pulls
+    # against the consistency target (docs/toy-recipe-results.md, run 15).
+    reward_swapped_clips: bool = True
     # The official solver's ᾱ_prev table is float64, so z_te and the target are float64 until the
     # loss. False keeps them float32 (for devices without float64, e.g. Apple MPS).
     float64_solver: bool = True
@@ -392,23 +397,30 @@ class ConsistencyDistillationObjective(Objective):
         logs: dict[str, float | Tensor] = {"loss_cd": terms.loss.detach()}
         loss = terms.loss
         if self.reward_feedback is not None:
-            reward_loss, reward_logs = self._reward_loss(terms, batch.captions, generator)
+            reward_loss, reward_logs = self._reward_loss(terms, batch, generator)
             if reward_loss is not None:
                 loss = loss + reward_loss
                 logs.update(reward_logs)
         return ObjectiveOutput(loss=loss, logs=logs)
 
     def _reward_loss(
-        self, terms: ConsistencyTerms, captions: Sequence[str], generator: torch.Generator | None
+        self, terms: ConsistencyTerms, batch: TrainBatch, generator: torch.Generator | None
     ) -> tuple[Tensor | None, dict[str, Tensor]]:
-        """The reward terms on f_θ of the clips whose start timestep is in range (None if there is none)."""
-        if self.config.reward_timestep_range is None:
+        """The reward terms on f_θ of the clips chosen by reward_timestep_range and reward_swapped_clips
+        (None if there is none)."""
+        c, captions, t = self.config, batch.captions, terms.start_timesteps
+        skip_swapped = not c.reward_swapped_clips and batch.swapped is not None
+        if c.reward_timestep_range is None and not skip_swapped:
             return self.reward_feedback(terms.f_theta, captions, generator)
-        t = terms.start_timesteps
         if len(captions) != t.numel():
             raise ConfigError(f"reward terms need the batch's captions, got {len(captions)} for {t.numel()} clips")
-        low, high = self.config.reward_timestep_range
-        chosen = ((t >= low) & (t <= high)).nonzero().flatten()
+        keep = torch.ones_like(t, dtype=torch.bool)
+        if c.reward_timestep_range is not None:
+            low, high = c.reward_timestep_range
+            keep &= (t >= low) & (t <= high)
+        if skip_swapped:
+            keep &= ~batch.swapped.to(keep.device)
+        chosen = keep.nonzero().flatten()
         if chosen.numel() == 0:
             return None, {}
         return self.reward_feedback(terms.f_theta[chosen], [captions[i] for i in chosen.tolist()], generator)

@@ -34,7 +34,9 @@ The teacher is deliberately *not* a registered sub-module: it never appears in `
 * `rewards`: reward terms (the entries stage 2 takes, training.objectives.reward_terms) on the student's
   one-step clean prediction x̂₀ = (z_t − √(1−ᾱ_t)·ε_S)/√ᾱ_t of the same pass (divided by s(t) under the
   latent rescale, so the frozen VAE decodes what a sampler's x̂₀ would be), for the clips whose t lies in
-  `reward_timestep_range` (all by default). Each adds −weight·mean(score); the gradient reaches the student
+  `reward_timestep_range` (all by default) and, with `reward_swapped_clips=False`, that kept their own
+  caption (a swapped clip's x̂₀ at low t shows its own clip, so a reward for the borrowed caption pulls
+  against the target). Each adds −weight·mean(score); the gradient reaches the student
   through the decoder. Why: the target only says "what the teacher predicts", and a property the student
   gets wrong less often than the loss can see (on the toy world, neighbouring hues) can be asked for
   directly, as stage 2's visual feedback does. On the toy world's colour it did not help (docs/pruning.md).
@@ -120,6 +122,8 @@ class Stage1Settings:
     # [low, high] whose clips they score (None: every clip of the batch).
     rewards: tuple[RewardSpec, ...] = ()
     reward_timestep_range: tuple[int, int] | None = None
+    # False: the reward terms skip the clips under another clip's caption (module doc).
+    reward_swapped_clips: bool = True
 
     def __post_init__(self) -> None:
         if self.guidance_scale < 0:
@@ -312,7 +316,10 @@ class Stage1DistillObjective(Objective):
             loss = loss + s.data_loss_weight * data_loss
         reward_loss, reward_logs = None, {}
         if self.reward_feedback is not None:
-            reward_loss, reward_logs = self._reward_loss(self.reward_feedback, z_t, t, student_eps, scale, batch.captions, generator)
+            skip = batch.swapped if not s.reward_swapped_clips else None
+            reward_loss, reward_logs = self._reward_loss(
+                self.reward_feedback, z_t, t, student_eps, scale, batch.captions, skip, generator
+            )
             if reward_loss is not None:
                 loss = loss + reward_loss
         return Stage1Terms(
@@ -328,15 +335,20 @@ class Stage1DistillObjective(Objective):
         student_eps: Tensor,
         scale: Tensor | None,
         captions: Sequence[str],
+        skip: Tensor | None,
         generator: torch.Generator | None,
     ) -> tuple[Tensor | None, dict[str, Tensor]]:
-        """The reward terms on the student's x̂₀ of the clips whose t is in range (None if there is none)."""
+        """The reward terms on the student's x̂₀ of the clips whose t is in range and that `skip` (b,) bool
+        does not mark (None if there is none)."""
         if len(captions) != z_t.shape[0]:
             raise ConfigError(
                 f"stage-1 reward terms need the batch's captions, got {len(captions)} for {z_t.shape[0]} clips"
             )
         low, high = self.settings.reward_timestep_range or (0, self.settings.num_train_timesteps - 1)
-        chosen = ((t >= low) & (t <= high)).nonzero().flatten()
+        keep = (t >= low) & (t <= high)
+        if skip is not None:
+            keep &= ~skip.to(keep.device)
+        chosen = keep.nonzero().flatten()
         if chosen.numel() == 0:
             return None, {}
         t_chosen = t[chosen]
