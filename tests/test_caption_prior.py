@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -119,6 +120,20 @@ def test_a_folder_with_a_prior_saves_loads_and_reports_it(tmp_path, monkeypatch)
     # A folder without one still loads, with no prior.
     assert HummingbirdPipeline.from_pretrained(_tiny_pipeline().save_pretrained(tmp_path / "plain")).prior is None
     assert cli_main(["info", str(folder)]) == 0
+
+
+def test_the_model_folder_can_carry_its_own_prior_strength(tmp_path, monkeypatch):
+    prior = CaptionMeanPrior(CaptionPriorConfig(context_dim=WIDTH, grid_frames=4))
+    torch.nn.init.normal_(prior.mlp[-1].bias)
+    pipe = _tiny_pipeline(prior)
+    pipe.config = dataclasses.replace(pipe.config, defaults=dataclasses.replace(pipe.config.defaults, prior_strength=2.0))
+    loaded = HummingbirdPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "model"))
+    assert loaded.config.defaults.prior_strength == 2.0
+    starts = _capture_start(monkeypatch)
+    for strength in (None, 2.0, 1.0):
+        loaded("a red circle", generator=torch.Generator().manual_seed(0), prior_strength=strength, output_type="latent", progress=False)
+    torch.testing.assert_close(starts[0], starts[1])  # the folder's default is 2
+    assert not torch.allclose(starts[0], starts[2])  # and a call still overrides it
 
 
 def test_train_prior_adds_a_prior_to_a_copy_of_the_folder(tmp_path, capsys):

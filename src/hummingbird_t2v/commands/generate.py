@@ -37,8 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--height", type=int, help="height in pixels (default 320)")
     parser.add_argument("--width", type=int, help="width in pixels (default 512)")
     parser.add_argument("--negative-prompt", help="teacher only: replaces the empty unconditional prompt")
-    parser.add_argument("--prior-strength", type=float, default=1.0,
-                        help="models with a caption prior: how far the starting noise moves to the caption's mean clip (0: not at all; default 1)")
+    parser.add_argument("--prior-strength", type=float,
+                        help="models with a caption prior: how far the starting noise moves to the caption's mean clip (0: not at all; default: the model's, 1)")
     parser.add_argument("--gamma", type=float,
                         help="students: share of each step's noise drawn fresh (1: LCM, the default; 0: deterministic)")
     parser.add_argument("--decode-chunk-size", type=int, default=8, help="frames decoded at once by the VAE (memory bound)")

@@ -21,6 +21,9 @@ class SamplingDefaults:
     num_frames: int = 16
     height: int = 320
     width: int = 512
+    # Models with a caption prior: how far the starting noise moves towards the caption's mean clip
+    # (1 matches the training marginal; a few-step student may read its cue better from more).
+    prior_strength: float = 1.0
 
 
 # Students: 4-step consistency sampling, guidance distilled into the w-embedding (7.5), fps 8.

@@ -226,7 +226,7 @@ class HummingbirdPipeline:
         negative_prompt: str | Sequence[str] | None = None,
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
-        prior_strength: float = 1.0,
+        prior_strength: float | None = None,
         gamma: float | None = None,
         output_type: OutputType = "np",
         decode_chunk_size: int = 8,
@@ -236,8 +236,9 @@ class HummingbirdPipeline:
         """Generate one video per prompt. `generator` (a torch.Generator on the CPU or the pipeline's device)
         makes the result reproducible; `negative_prompt` replaces the empty unconditional prompt of the
         teacher's classifier-free guidance (students have no unconditional pass). `latents` is the
-        starting noise; with a caption prior it is shifted by `prior_strength` times the prior's mean
-        at the first timestep (0 ignores the prior; 1 matches the training marginal's mean). `gamma`
+        starting noise; with a caption prior it is shifted by `prior_strength` (default the model's,
+        1 unless its model_index.json says otherwise) times the prior's mean at the first timestep (0
+        ignores the prior; 1 matches the training marginal's mean). `gamma`
         (consistency sampler only; default the model's `consistency_gamma`) is the share of each
         step's noise drawn fresh: 1 samples as LCM does, 0 deterministically."""
         defaults = self.config.defaults
@@ -247,6 +248,7 @@ class HummingbirdPipeline:
         steps = defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
         guidance_scale = defaults.guidance_scale if guidance_scale is None else guidance_scale
         fps = defaults.fps if fps is None else fps
+        prior_strength = defaults.prior_strength if prior_strength is None else prior_strength
         if output_type not in ("np", "pt", "pil", "latent"):
             raise ConfigError(f"output_type must be one of np, pt, pil, latent; got {output_type!r}")
         if gamma is not None and self.config.sampler != "consistency":

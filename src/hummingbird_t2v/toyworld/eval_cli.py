@@ -113,7 +113,7 @@ def _generate_and_score(args: argparse.Namespace, vocabulary: Any, evaluator: An
             vocabulary=vocabulary,
             num_inference_steps=args.steps,
             guidance_scale=args.guidance_scale,
-            prior_strength=1.0 if args.prior_strength is None else args.prior_strength,
+            prior_strength=args.prior_strength,
             seed=args.seed,
             batch_size=args.batch_size,
             evaluator=evaluator,
@@ -144,7 +144,7 @@ def add_eval_parser(commands: Any) -> None:
     parser.add_argument("--gamma", type=float, default=None,
                         help="consistency students: share of each step's noise drawn fresh (default: the model's, 1 = LCM)")
     parser.add_argument("--prior-strength", type=float, default=None,
-                        help="models with a caption prior: its weight in the starting noise (0 samples as without it; default 1)")
+                        help="models with a caption prior: its weight in the starting noise (0 samples as without it; default: the model's, 1)")
     parser.add_argument("--captions", choices=("canonical", "paraphrase"), default="canonical",
                         help="prompt wording: canonical captions or the toy world's paraphrases (default canonical)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")

@@ -432,7 +432,7 @@ def generate_eval_videos(
     seed: int = 0,
     batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
-    prior_strength: float = 1.0,
+    prior_strength: float | None = None,
 ) -> np.ndarray:
     """One video per prompt from `pipe` (a HummingbirdPipeline), as 8-bit frames (n, T, H, W, 3),
     the way they would be saved. The same seed gives every model the same starting noise."""
@@ -554,7 +554,7 @@ def evaluate_pipeline_videos(
     batch_size: int = 8,
     evaluator: ToyVideoClassifier | None = None,
     progress: Callable[[int], None] | None = None,
-    prior_strength: float = 1.0,
+    prior_strength: float | None = None,
 ) -> tuple[ToyEvalResult, SavedEvalVideos]:
     """`evaluate_pipeline`, also returning the videos with their prompts (for `save_eval_videos`).
 

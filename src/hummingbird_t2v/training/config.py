@@ -194,6 +194,7 @@ class SampleConfig:
     guidance_scale: float = 7.5
     fps: int = 8  # fps condition (and the frame rate the videos are written at)
     seed: int = 0
+    prior_strength: float = 1.0  # models with a caption prior (SamplingDefaults.prior_strength)
 
 
 @dataclass

@@ -574,6 +574,7 @@ class Trainer:
             num_frames=s.num_frames or data.video_length,
             height=s.height or data.height,
             width=s.width or data.width,
+            prior_strength=s.prior_strength,
         )
 
     def pipeline(self) -> HummingbirdPipeline:
