@@ -21,15 +21,8 @@ from hummingbird_t2v.checkpoints.open_clip_keys import (
     convert_open_clip_text_state_dict,
     text_config_from_open_clip_state_dict,
 )
-from hummingbird_t2v.checkpoints.unet_keys import (
-    check_state_dict_fits,
-    infer_unet_config,
-    match_unet_preset,
-)
-from hummingbird_t2v.checkpoints.vae_keys import (
-    convert_ldm_vae_state_dict,
-    vae_config_from_ldm_state_dict,
-)
+from hummingbird_t2v.checkpoints.unet_keys import check_state_dict_fits, infer_unet_config, match_unet_preset
+from hummingbird_t2v.checkpoints.vae_keys import convert_ldm_vae_state_dict, vae_config_from_ldm_state_dict
 from hummingbird_t2v.errors import CheckpointError
 from hummingbird_t2v.models.text_encoder import OpenCLIPTextEncoder
 from hummingbird_t2v.models.unet import UNet3D
