@@ -402,13 +402,13 @@ def test_reward_swapped_clips_false_rewards_only_the_clips_with_their_own_captio
         copy.deepcopy(student), teacher, config=config, rewards=[RewardTerm(reward, 1.0)], vae=vae
     ).eval()
     batch = _small_batch(batch=4)
-    seen_swaps = set()
+    own_counts = set()
     for seed in range(6):
         generator = torch.Generator().manual_seed(seed)
         objective.draw(batch.latents, generator)  # forward draws these first, then the swaps
         swapped = swap_captions(batch, 0.5, generator)
         own = [i for i in range(4) if not swapped.swapped[i]]
-        seen_swaps.add(len(own))
+        own_counts.add(len(own))
         reward.calls.clear()
         with torch.no_grad():
             output = objective(batch, torch.Generator().manual_seed(seed))
@@ -418,7 +418,7 @@ def test_reward_swapped_clips_false_rewards_only_the_clips_with_their_own_captio
         frames, prompts = reward.calls[-1]
         assert prompts == [f"caption {i}" for i in own] and frames.shape[0] == len(own)
         torch.testing.assert_close(output.loss, output.logs["loss_cd"] - frames.mean())
-    assert len(seen_swaps) > 1  # the seeds covered batches with different numbers of swapped clips
+    assert len(own_counts) > 1  # the seeds covered batches with different numbers of swapped clips
 
 
 def test_export_merges_lora_into_a_copy(small_unets):
